@@ -1,0 +1,50 @@
+"""Time-dependent weights of FM-ABS (paper sections 2.2 and 2.3).
+
+All schedules share the Gaussian ramp-up of UA-MT [26], ``exp(-5 (1 - t/t_max)^2)``, which rises
+from ``e^-5`` (about 0.0067) at ``t = 0`` to 1 at ``t = t_max``.
+"""
+from __future__ import annotations
+
+import math
+
+RAMPUP_STEEPNESS = 5.0
+"""The 5 in exp(-5 (1 - t/t_max)^2)."""
+
+LAMBDA_SAM_MAX = 0.5
+"""Scale of lambda_sam(t) (eq. 3): weight of L_sup^SAM, decays from about 0.497 to 0."""
+
+LAMBDA_C_MAX = 0.1
+"""Scale of lambda_c(t) (eq. 3): weight of L_c, grows from about 0.0007 to 0.1."""
+
+HER_BETA_START = 0.5
+"""beta(0) of HER sampling (section 2.3): normalized-entropy threshold at the start."""
+
+HER_BETA_END = 0.75
+"""beta(t_max) of HER sampling (section 2.3): normalized-entropy threshold at the end."""
+
+
+def gaussian_rampup(t: float, t_max: float) -> float:
+    """Gaussian ramp-up exp(-5 (1 - t/t_max)^2), with t clipped to [0, t_max].
+
+    Raises ValueError when t_max <= 0.
+    """
+    if not t_max > 0:
+        raise ValueError(f"t_max must be > 0, got {t_max!r}")
+    t = min(max(float(t), 0.0), float(t_max))
+    phase = 1.0 - t / float(t_max)
+    return math.exp(-RAMPUP_STEEPNESS * phase * phase)
+
+
+def lambda_sam(t: float, t_max: float) -> float:
+    """lambda_sam(t) = 0.5 (1 - exp(-5 (1 - t/t_max)^2)) (section 2.2, eq. 3)."""
+    return LAMBDA_SAM_MAX * (1.0 - gaussian_rampup(t, t_max))
+
+
+def lambda_c(t: float, t_max: float) -> float:
+    """lambda_c(t) = 0.1 exp(-5 (1 - t/t_max)^2) (section 2.2, eq. 3)."""
+    return LAMBDA_C_MAX * gaussian_rampup(t, t_max)
+
+
+def her_threshold(t: float, t_max: float) -> float:
+    """beta(t) = 0.5 + 0.25 exp(-5 (1 - t/t_max)^2), the HER entropy threshold (section 2.3)."""
+    return HER_BETA_START + (HER_BETA_END - HER_BETA_START) * gaussian_rampup(t, t_max)
