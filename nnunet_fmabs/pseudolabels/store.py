@@ -1,0 +1,69 @@
+"""Pseudo-label rounds of one run, on disk under ``<fold>/fmabs/pseudolabels`` (invariants 3, 4).
+
+A round is written into ``round_NN.partial/`` scan by scan (each file atomic), then the folder is
+renamed to ``round_NN/`` and ``state.json`` is replaced atomically: that is the commit point. A round
+killed half way is redone on resume, reusing the scans it finished if the teacher is the same
+(the folder records the teacher's fingerprint).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_fmabs import atomic
+
+
+class PseudoLabelStore:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "state.json"
+        self.state = json.loads(path.read_text()) if path.is_file() else {"rounds": []}
+
+    @property
+    def rounds(self) -> list[dict]:
+        return self.state["rounds"]
+
+    @property
+    def latest_dir(self) -> Path | None:
+        return self.folder / self.rounds[-1]["dir"] if self.rounds else None
+
+    @property
+    def last_iteration(self) -> int | None:
+        return self.rounds[-1]["iteration"] if self.rounds else None
+
+    def begin_round(self, teacher_fingerprint: str) -> tuple[int, Path]:
+        """A fresh (or resumable) partial folder for the next round."""
+        index = len(self.rounds)
+        partial = self.folder / f"round_{index:02d}.partial"
+        marker = partial / "teacher.txt"
+        if partial.exists() and (not marker.is_file() or marker.read_text() != teacher_fingerprint):
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        if not marker.is_file():
+            atomic.write_with(marker, lambda p: p.write_text(teacher_fingerprint))
+        return index, partial
+
+    @staticmethod
+    def done_cases(partial: Path) -> set[str]:
+        return {p.name[: -len(".npz")] for p in partial.glob("*.npz") if not p.name.startswith(".")}
+
+    @staticmethod
+    def save_case(partial: Path, case: str, y_f: np.ndarray) -> None:
+        atomic.save_npz(partial / f"{case}.npz", y=y_f.astype(np.uint8))
+
+    def commit_round(self, index: int, partial: Path, *, iteration: int, reason: str, stats: dict) -> Path:
+        final = self.folder / f"round_{index:02d}"
+        if final.exists():  # left by a kill between the rename and state.json: not committed
+            shutil.rmtree(final)
+        partial.rename(final)
+        atomic._fsync_dir(self.folder)
+        entry = {"round": index, "dir": final.name, "iteration": int(iteration), "reason": reason,
+                 "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **stats}
+        self.state = {"rounds": self.rounds + [entry]}
+        atomic.write_json(self.folder / "state.json", self.state)
+        return final

@@ -1,0 +1,96 @@
+"""Run knobs set without writing a class: environment variables prefixed ``FMABS_``.
+
+As nnU-Net's own settings come from ``nnUNet_*`` variables, ours come from ``FMABS_*``. They are
+read once when a trainer starts, written into the run folder (``fmabs/settings.json``) and into
+every checkpoint; a resume (``--c``) with different values is refused with a message naming both.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from nnunet_fmabs import atomic
+
+
+class SettingsMismatchError(RuntimeError):
+    """A resumed run was started with other FMABS_* values than the run it continues."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Per-run knobs. Defaults follow the paper (section 3) unless a trainer variant overrides them."""
+
+    budget: str = "25%"  # scans to cross-label: a count ("20") or a fraction of the fold ("25%", "0.25")
+    k: int = 2  # scans queried per active round after round 0 (2.3)
+    warmup_fraction: float = 0.2  # round 0: a random 20 % of the budget (2.3)
+    al_spread: float = 0.5  # active rounds evenly over this first fraction of training
+    expert: str = "auto"  # simulated | human | auto (simulated when the dataset has dense labels)
+    slice_rule: str = "bbox_middle"  # the simulated expert's rule for its three slices
+    generalist: str = "litemedsam"
+    generalist_checkpoint: str = ""
+    generalist_dtype: str = "auto"
+    generalist_batch_size: int = 8
+    embedding_cache: str = "run"  # run | off | a folder shared by several runs
+    embedding_cache_gb: float = 4.0
+    pl_rounds: str = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"  # pseudo-label rounds, fractions of t_max
+    n_points: int = 5  # positive points per prompted slice (2.2)
+    max_box_growth: int = 10  # random box growth in pixels per side (2.2)
+    epochs: int = 0  # 0: the trainer's default (the paper's 20,000 iterations)
+    iterations_per_epoch: int = 0
+    val_iterations: int = 0
+    seed: int = 12345
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None, **defaults: Any) -> "RunSettings":
+        """Read ``FMABS_<FIELD>`` variables; ``defaults`` come from the trainer class."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is None or raw == "":
+                if f.name in defaults:
+                    values[f.name] = defaults[f.name]
+                continue
+            values[f.name] = _parse(f, raw)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check_same(self, stored: dict[str, Any], where: str) -> None:
+        """Refuse a resume whose knobs differ from those stored with the run."""
+        mine = self.to_dict()
+        diffs = [
+            f"{env_name(k)}: run has {stored[k]!r}, now {mine[k]!r}"
+            for k in mine
+            if k in stored and stored[k] != mine[k]
+        ]
+        if diffs:
+            raise SettingsMismatchError(
+                f"Refusing to continue the run in {where} with other FMABS_* settings than it was "
+                "started with:\n  " + "\n  ".join(diffs)
+                + "\nSet the variables back to the run's values (or unset them), or start a new run."
+            )
+
+    def save(self, path: Path) -> None:
+        atomic.write_json(path, self.to_dict())
+
+    @staticmethod
+    def load_dict(path: Path) -> dict[str, Any]:
+        return json.loads(Path(path).read_text())
+
+
+def env_name(field_name: str) -> str:
+    return "FMABS_" + field_name.upper()
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
+    try:
+        return typ(raw)
+    except ValueError:
+        raise ValueError(f"{env_name(f.name)}={raw!r} is not a valid {typ.__name__}") from None

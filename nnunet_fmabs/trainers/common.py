@@ -1,0 +1,75 @@
+"""What every trainer of ours shares with nnU-Net's: the paper's schedule and atomic checkpoints."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from nnunet_fmabs import atomic
+from nnunet_fmabs.settings import RunSettings
+
+PAPER_ITERATIONS = 20_000  # t_max (section 3)
+PAPER_ITERATIONS_PER_EPOCH = 250  # nnU-Net's epoch length: 80 epochs make the paper's 20,000
+PAPER_LR = 0.01  # SGD, poly decay 0.9 (nnU-Net's PolyLRScheduler)
+
+
+class PaperScheduleMixin:
+    """t_max = 20,000 iterations, SGD lr 0.01 with poly 0.9, shrinkable through FMABS_EPOCHS and
+    FMABS_ITERATIONS_PER_EPOCH for quick runs."""
+
+    total_iterations: int = PAPER_ITERATIONS
+
+    def _apply_paper_schedule(self, settings: RunSettings) -> None:
+        self.initial_lr = PAPER_LR
+        self.num_iterations_per_epoch = settings.iterations_per_epoch or PAPER_ITERATIONS_PER_EPOCH
+        self.num_epochs = settings.epochs or math.ceil(self.total_iterations / self.num_iterations_per_epoch)
+        if settings.val_iterations:
+            self.num_val_iterations_per_epoch = settings.val_iterations
+        if settings.epochs and settings.epochs < 50:
+            self.save_every = 1  # tiny runs: a checkpoint per epoch, so --c loses nothing
+
+    @property
+    def t_max(self) -> int:
+        """The run's total iterations (t_max of lambda_sam, lambda_c and beta)."""
+        return self.num_epochs * self.num_iterations_per_epoch
+
+
+class AtomicCheckpointMixin:
+    """nnU-Net's checkpoint written to a temporary file and renamed: a kill never leaves a torn one."""
+
+    def _checkpoint_dict(self) -> dict:
+        mod = self.network.module if self.is_ddp else self.network
+        if isinstance(mod, torch._dynamo.eval_frame.OptimizedModule):
+            mod = mod._orig_mod
+        return {
+            "network_weights": mod.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+        }
+
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = self._checkpoint_dict()
+        atomic.write_with(filename, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if isinstance(filename_or_checkpoint, (str, os.PathLike)):
+            stored = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+            name = stored.get("trainer_name")
+            if name is not None and name != self.__class__.__name__:
+                raise RuntimeError(
+                    f"{filename_or_checkpoint} was written by trainer {name}, not {self.__class__.__name__}: "
+                    "this run folder belongs to another trainer. Pass the matching -tr, or start a new run."
+                )
+        super().load_checkpoint(filename_or_checkpoint)
