@@ -1,0 +1,410 @@
+"""The human expert: a person cross-labels the queried scans in an image viewer (2.3, FMABS_EXPERT=human).
+
+One round goes through two processes:
+
+1. The trainer queries scans; :meth:`HumanExpert.answer` finds no ``queries.json`` in the round's
+   folder ``<queries_root>/round_NN/``, so it writes one label file per scan, in the raw image's
+   geometry and pre-filled on the three slices with the current model's prediction (0 elsewhere),
+   then ``queries.json`` (last, atomically: it marks the round's files as complete). It returns
+   None; the trainer saves a checkpoint and exits with :meth:`HumanExpert.waiting_message`.
+2. The person edits the files in place and resumes (``nnUNetv2_train ... --c``). ``answer`` now
+   finds ``queries.json``, checks every file (present, same geometry as the raw image, labels in
+   0..max_label, actually edited) and maps the three raw planes into nnU-Net's preprocessed space:
+   ``{case: CrossAnnotation}`` for :meth:`LabeledPool.answer`.
+
+Nothing here changes the pool, and the import only reads the person's files.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nnunet_fmabs import atomic
+from nnunet_fmabs.annotation.experts import ScanAccess
+from nnunet_fmabs.annotation.geometry import CaseGeometry, view_names
+from nnunet_fmabs.annotation.pool import CrossAnnotation
+from nnunet_fmabs.annotation.slices import select_slices
+
+QUERIES_FILE = "queries.json"
+QUERIES_FORMAT = 1
+ACCEPT_PREFILL_ENV = "FMABS_ACCEPT_PREFILL"
+GEOMETRY_RTOL = 1e-4
+TOOLS = ("ITK-SNAP", "3D Slicer", "napari")
+_ITK_AXIS_NAMES = ("i", "j", "k")
+
+
+class HumanAnnotationError(RuntimeError):
+    """The person's label files cannot be imported (missing, wrong geometry, bad labels, unedited)."""
+
+
+class AnnotationWarning(UserWarning):
+    """Something in the person's files was ignored (labels outside the three slices, unedited files)."""
+
+
+def round_folder(queries_root: str | os.PathLike, round_number: int) -> Path:
+    """``<queries_root>/round_NN``: the files and ``queries.json`` of one round."""
+    return Path(queries_root) / f"round_{int(round_number):02d}"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def planes_digest(planes: Sequence[np.ndarray]) -> str:
+    """SHA-256 of the label values on the three planes, whatever the file's voxel type."""
+    h = hashlib.sha256()
+    for plane in planes:
+        h.update(str(plane.shape).encode())
+        h.update(np.ascontiguousarray(plane, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RawGeometry:
+    """Size, spacing, origin and direction of a 3D image, in ITK order (i, j, k)."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "RawGeometry":
+        """From an image file's header (the voxels are not read)."""
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 3:
+            raise HumanAnnotationError(f"{path}: a {reader.GetDimension()}D image; only 3D images are supported")
+        return cls(tuple(int(i) for i in reader.GetSize()), tuple(float(i) for i in reader.GetSpacing()),
+                   tuple(float(i) for i in reader.GetOrigin()), tuple(float(i) for i in reader.GetDirection()))
+
+    @classmethod
+    def of_image(cls, image) -> "RawGeometry":
+        return cls(tuple(int(i) for i in image.GetSize()), tuple(float(i) for i in image.GetSpacing()),
+                   tuple(float(i) for i in image.GetOrigin()), tuple(float(i) for i in image.GetDirection()))
+
+    def differences(self, other: "RawGeometry", rtol: float = GEOMETRY_RTOL) -> list[str]:
+        """What differs from ``other`` (size exactly; the rest within ``rtol``, relative to max(|a|, |b|, 1))."""
+        out = []
+        if self.size != other.size:
+            out.append(f"size {self.size} instead of {other.size}")
+        for name in ("spacing", "origin", "direction"):
+            a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            if a.shape != b.shape or np.any(np.abs(a - b) > rtol * np.maximum(np.maximum(abs(a), abs(b)), 1.0)):
+                out.append(f"{name} {_fmt(a)} instead of {_fmt(b)}")
+        return out
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in np.ravel(values)) + ")"
+
+
+class HumanExpert:
+    """A person labels three slices per queried scan in a viewer; see the module docstring."""
+
+    name = "human"
+
+    def __init__(self, queries_root: str | os.PathLike, resume_command: str, file_ending: str = ".nii.gz"):
+        if not file_ending.startswith("."):
+            raise ValueError(f"file_ending must start with a dot, got {file_ending!r}")
+        self.queries_root = Path(queries_root)
+        self.resume_command = resume_command
+        self.file_ending = file_ending
+        self._predictions: dict[str, np.ndarray | None] = {}
+
+    # -- the Expert protocol -------------------------------------------------------------------------
+    def propose_slices(self, case: str, access: ScanAccess) -> tuple[int, int, int]:
+        """Middle of the bounding box of the model's predicted foreground along each preprocessed axis;
+        the volume centre without a prediction or foreground."""
+        shape = tuple(int(n) for n in access.shape(case))
+        pred = self._prediction(case, access, shape)
+        if pred is None:
+            return tuple(n // 2 for n in shape)  # type: ignore[return-value]
+        return select_slices(pred, rule="bbox_middle")
+
+    def answer(self, round_entry: dict, access: ScanAccess) -> dict[str, CrossAnnotation] | None:
+        """Write the round's files (first call: returns None) or import them (once ``queries.json`` exists)."""
+        folder = self.round_folder(round_entry)
+        if not (folder / QUERIES_FILE).is_file():
+            self._write_round(round_entry, access, folder)
+            return None
+        return self._import_round(round_entry, access, folder)
+
+    def waiting_message(self, round_entry: dict) -> str:
+        """What the person has to do before the resume command, with every path spelled out."""
+        folder = self.round_folder(round_entry)
+        queries = _load_queries(folder)
+        cases = list(round_entry["cases"])
+        prefilled = [s.get("prefilled_from") == "prediction" for s in (queries or {}).get("scans", {}).values()]
+        what = ("the three slices pre-filled with the current model's prediction, 0 elsewhere" if prefilled
+                and all(prefilled) else "empty: no model prediction yet" if prefilled and not any(prefilled)
+                else "pre-filled with the current model's prediction on the three slices where one exists")
+        lines = [f"FM-ABS round {round_entry['round']} is waiting for an expert: label three slices "
+                 f"(one per view) in each of {len(cases)} scan{'s' if len(cases) != 1 else ''}.", "",
+                 f"Files to edit ({what}):"]
+        allowed = queries.get("allowed_labels") if queries else None
+        for case in cases:
+            scan = (queries or {}).get("scans", {}).get(case)
+            lines.append(f"  {scan['file'] if scan else self.label_file(round_entry, case).absolute()}")
+            if scan:
+                if scan.get("raw_image"):
+                    lines.append(f"      image:  {scan['raw_image']}")
+                lines.append("      slices: " + ", ".join(
+                    f"{p['view']} {p['itk_axis']}={p['index']}" for p in scan["planes"])
+                    + "  (voxel index from 0 as in 3D Slicer's IJK; ITK-SNAP counts from 1: "
+                    + ", ".join(str(p["index"] + 1) for p in scan["planes"]) + ")")
+        label_range = f"0..{max(allowed)}" if allowed else "0..max label"
+        lines += [
+            "",
+            f"Open each image with its file as the segmentation / label map in {', '.join(TOOLS[:-1])} or "
+            f"{TOOLS[-1]}, correct the labels on the three listed slices (allowed labels {label_range}, "
+            "0 = background), and save the file in place: same path, same name, same format, same "
+            "geometry as the image. Only the three listed slices are read; anything drawn elsewhere is "
+            "ignored.",
+            "  ITK-SNAP:  File > Open Main Image (the image); Segmentation > Open Segmentation (the file); "
+            "edit; Segmentation > Save Segmentation Image over the same file.",
+            "  3D Slicer: Add Data: the image, and the file with 'Show Options' > LabelMap; edit (Segment "
+            "Editor, then export to the label map); save the label map over the same file.",
+            "  napari:    open the image and the file as a Labels layer (with a NIfTI reader plugin); paint; "
+            "save the Labels layer to the same file.",
+        ]
+        if queries is not None:
+            lines.append(f"Every scan's slices, views and allowed labels: {folder / QUERIES_FILE}")
+        lines += ["", "Then resume training with:", f"  {self.resume_command}",
+                  f"(To accept the pre-filled labels unchanged, resume with {ACCEPT_PREFILL_ENV}=1 set.)"]
+        return "\n".join(lines)
+
+    # -- paths -------------------------------------------------------------------------------------
+    def round_folder(self, round_entry: dict) -> Path:
+        return round_folder(self.queries_root, round_entry["round"])
+
+    def label_file(self, round_entry: dict, case: str) -> Path:
+        """The file the person edits for ``case``: ``<queries_root>/round_NN/<case><file_ending>``."""
+        return self.round_folder(round_entry) / f"{case}{self.file_ending}"
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _prediction(self, case: str, access: ScanAccess, shape: Sequence[int]) -> np.ndarray | None:
+        """The model's label array for ``case``, or None. Kept from propose_slices until the round's files
+        are written, so that one sliding-window prediction serves both."""
+        if case not in self._predictions:
+            pred = access.prediction(case)
+            if pred is not None:
+                pred = np.asarray(pred)
+                if pred.ndim == 4 and pred.shape[0] == 1:
+                    pred = pred[0]
+                if pred.shape != tuple(shape):
+                    raise ValueError(f"{case}: the prediction has shape {pred.shape}, the preprocessed scan "
+                                     f"{tuple(shape)}")
+                pred = np.clip(pred, 0, None)
+            self._predictions[case] = pred
+        return self._predictions[case]
+
+    @staticmethod
+    def _case_geometry(case: str, access: ScanAccess) -> tuple[CaseGeometry, RawGeometry, Path | None]:
+        """Preprocessed <-> raw mapping, and the raw image's geometry (its header; else nnU-Net's copy)."""
+        props = access.properties(case)
+        if "sitk_stuff" not in props:
+            raise HumanAnnotationError(
+                f"{case}: nnU-Net's properties have no 'sitk_stuff'; the human expert needs a dataset read "
+                "with nnU-Net's SimpleITKIO (other readers reorient the arrays)")
+        geom = CaseGeometry.from_properties(props, access.transpose_forward, access.shape(case))
+        sitk_stuff = props["sitk_stuff"]
+        expected = RawGeometry(tuple(reversed(geom.raw_shape)), tuple(float(i) for i in sitk_stuff["spacing"]),
+                               tuple(float(i) for i in sitk_stuff["origin"]),
+                               tuple(float(i) for i in sitk_stuff["direction"]))
+        raw = access.raw_image(case)
+        if raw is None:
+            return geom, expected, None
+        raw = Path(raw)
+        ref = RawGeometry.read(raw)
+        if ref.size != expected.size:
+            raise HumanAnnotationError(
+                f"{raw}: size {ref.size}, but nnU-Net preprocessed {case} from an image of size "
+                f"{expected.size}; was the raw image replaced after preprocessing?")
+        return geom, ref, raw.absolute()
+
+    def _write_round(self, round_entry: dict, access: ScanAccess, folder: Path) -> None:
+        import SimpleITK as sitk
+
+        folder.mkdir(parents=True, exist_ok=True)
+        max_label = int(access.max_label)
+        dtype = np.uint8 if max_label < 256 else np.uint16
+        scans = {}
+        backup: Path | None = None
+        for case in round_entry["cases"]:
+            geom, ref, raw_path = self._case_geometry(case, access)
+            slices = [int(i) for i in round_entry["slices"][case]]
+            pred = self._prediction(case, access, geom.shape_preprocessed)
+            label = np.zeros(geom.raw_shape, dtype=dtype)
+            planes = geom.pp_slices_to_raw(slices)
+            for a, plane in enumerate(planes):
+                if pred is not None:
+                    index: list = [slice(None)] * 3
+                    index[plane["raw_axis"]] = plane["index"]
+                    pp_plane = np.minimum(np.take(pred, slices[a], axis=a), max_label).astype(dtype)
+                    label[tuple(index)] = geom.pp_plane_to_raw(pp_plane, a)
+            image = sitk.GetImageFromArray(label)
+            image.SetSpacing(ref.spacing)
+            image.SetOrigin(ref.origin)
+            image.SetDirection(ref.direction)
+            path = self.label_file(round_entry, case)
+            if path.exists():  # left by a process that died before queries.json: keep it, never overwrite
+                backup = backup or folder / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+                backup.mkdir(exist_ok=True)
+                os.replace(path, backup / path.name)
+            atomic.write_with(path, lambda tmp: sitk.WriteImage(image, str(tmp), True))
+            views = view_names(ref.direction)
+            by_itk = sorted(planes, key=lambda p: p["itk_axis"])
+            scans[case] = {
+                "file": str(path.absolute()),
+                "raw_image": str(raw_path) if raw_path else None,
+                "sha256": sha256_file(path),
+                "planes_sha256": planes_digest([np.take(label, p["index"], axis=p["raw_axis"]) for p in planes]),
+                "prefilled_from": "prediction" if pred is not None else "nothing (empty)",
+                "slices_ijk": [p["index"] for p in by_itk],
+                "views_ijk": list(views),
+                "planes": [{"view": views[p["itk_axis"]], "itk_axis": _ITK_AXIS_NAMES[p["itk_axis"]],
+                            "index": p["index"], "index_from_1": p["index"] + 1,
+                            "preprocessed_axis": p["preprocessed_axis"],
+                            "preprocessed_index": p["preprocessed_index"]} for p in by_itk],
+                "preprocessed_slices": slices,
+            }
+        if backup is not None:
+            warnings.warn(f"{folder}: files left by an interrupted run were moved to {backup}", AnnotationWarning)
+        atomic.write_json(folder / QUERIES_FILE, {
+            "format": QUERIES_FORMAT,
+            "round": int(round_entry["round"]),
+            "cases": list(round_entry["cases"]),
+            "file_ending": self.file_ending,
+            "allowed_labels": list(range(max_label + 1)),
+            "note": ("Edit each file in place; only the three planes listed per scan are read "
+                     "(slices_ijk: 0-based voxel index along ITK axes i, j, k, as 3D Slicer's IJK; ITK-SNAP's "
+                     "cursor inspector counts from 1 (index_from_1); views_ijk: the view of the plane at that "
+                     "index). Resume with: " + self.resume_command),
+            "resume_command": self.resume_command,
+            "scans": scans,
+            "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        })
+        for case in round_entry["cases"]:
+            self._predictions.pop(case, None)
+
+    def _import_round(self, round_entry: dict, access: ScanAccess, folder: Path) -> dict[str, CrossAnnotation]:
+        import SimpleITK as sitk
+
+        queries_path = folder / QUERIES_FILE
+        queries = _load_queries(folder)
+        if queries is None:
+            raise HumanAnnotationError(f"{queries_path} is not readable JSON")
+        cases = list(round_entry["cases"])
+        if int(queries.get("round", -1)) != int(round_entry["round"]) or list(queries.get("cases", [])) != cases:
+            raise HumanAnnotationError(
+                f"{queries_path} is for round {queries.get('round')} with scans {queries.get('cases')}, but the "
+                f"pending round {round_entry['round']} asks for {cases}: the folder belongs to another run. "
+                f"Move {folder} away to have the files written afresh.")
+        incomplete = [c for c in cases if c not in queries.get("scans", {})]
+        if incomplete:
+            raise HumanAnnotationError(f"{queries_path} has no entry for {incomplete}; move {folder} away to have "
+                                       "the files written afresh")
+        stale = [c for c in cases if [int(i) for i in queries["scans"][c]["preprocessed_slices"]]
+                 != [int(i) for i in round_entry["slices"][c]]]
+        if stale:
+            raise HumanAnnotationError(f"{queries_path}: the slices of {stale} differ from the pending round's; "
+                                       f"move {folder} away to have the files written afresh")
+        paths = {c: self.label_file(round_entry, c) for c in cases}
+        missing = [c for c in cases if not paths[c].is_file()]
+        if missing:
+            raise HumanAnnotationError(
+                f"round {round_entry['round']}: {len(missing)} of {len(cases)} label files are missing "
+                f"(scans {missing}):\n" + "\n".join(f"  {paths[c]}" for c in missing)
+                + "\nSave each edited file at exactly this path, then resume.")
+        max_label = int(access.max_label)
+        dtype = np.uint8 if max_label < 256 else np.uint16
+        errors: list[str] = []
+        outside: list[str] = []
+        unedited: list[str] = []
+        annotations: dict[str, CrossAnnotation] = {}
+        for case in cases:
+            path = paths[case]
+            geom, ref, raw_path = self._case_geometry(case, access)
+            try:
+                image = sitk.ReadImage(str(path))
+            except RuntimeError as e:
+                errors.append(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1]})")
+                continue
+            if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+                errors.append(f"{path}: a {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} "
+                              "components per voxel; expected a 3D label map with one value per voxel")
+                continue
+            diffs = RawGeometry.of_image(image).differences(ref)
+            if diffs:
+                errors.append(f"{path}: geometry differs from the raw image "
+                              f"{raw_path or '(as nnU-Net recorded it)'}: " + "; ".join(diffs))
+                continue
+            volume = sitk.GetArrayViewFromImage(image)  # (z, y, x), like nnU-Net's raw arrays
+            slices = [int(i) for i in round_entry["slices"][case]]
+            raw_planes, mask = [], np.zeros(volume.shape, dtype=bool)
+            for a in range(3):
+                n, r = geom.raw_axis(a), geom.pp_to_raw(a, slices[a])
+                raw_planes.append(np.take(volume, r, axis=n))
+                index: list = [slice(None)] * 3
+                index[n] = r
+                mask[tuple(index)] = True
+            values = np.unique(np.concatenate([p.ravel() for p in raw_planes]))
+            allowed = (values >= 0) & (values <= max_label)
+            if values.dtype.kind == "f":
+                allowed &= np.isfinite(values) & (values == np.round(values))
+            bad = values[~allowed]
+            if bad.size:
+                shown = ", ".join(f"{v:g}" for v in bad[:10]) + (f" and {bad.size - 10} more" if bad.size > 10 else "")
+                errors.append(f"{path}: label values {shown} on the three slices are not allowed; "
+                              f"allowed are the integers 0..{max_label}")
+                continue
+            if np.count_nonzero(volume) > np.count_nonzero(volume[mask]):
+                outside.append(str(path))
+            scan = queries["scans"][case]
+            if sha256_file(path) == scan["sha256"] or planes_digest(raw_planes) == scan.get("planes_sha256"):
+                unedited.append(case)
+            planes = tuple(geom.raw_plane_to_pp(raw_planes[a], a).astype(dtype) for a in range(3))
+            annotations[case] = CrossAnnotation(tuple(slices), planes)  # type: ignore[arg-type]
+        if errors:
+            raise HumanAnnotationError(f"round {round_entry['round']}: cannot import the labels:\n  "
+                                       + "\n  ".join(errors) + "\nFix the files in place, then resume.")
+        accept_prefill = os.environ.get(ACCEPT_PREFILL_ENV, "").strip().lower() in ("1", "true", "yes")
+        if len(unedited) == len(cases) and not accept_prefill:
+            raise HumanAnnotationError(
+                f"round {round_entry['round']}: nothing was edited; the three slices of every file still hold "
+                "the labels pre-filled for you:\n" + "\n".join(f"  {paths[c]}" for c in cases)
+                + f"\nCorrect the three slices and save in place, or set {ACCEPT_PREFILL_ENV}=1 to accept the "
+                  "model's pre-filled labels as they are.")
+        if outside:
+            warnings.warn("labels outside the three queried slices are ignored (only the three slices are "
+                          "read) in:\n  " + "\n  ".join(outside), AnnotationWarning)
+        if unedited:
+            warnings.warn(f"accepted the pre-filled labels unchanged for {unedited}", AnnotationWarning)
+        return annotations
+
+
+def _load_queries(folder: Path) -> dict | None:
+    import json
+
+    path = folder / QUERIES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None

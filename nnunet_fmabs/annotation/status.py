@@ -1,0 +1,92 @@
+"""``nnunet-fmabs status RUN_DIR``: the labeled pool, the rounds and the pending queries of a run.
+
+RUN_DIR is an nnU-Net fold output folder; the run's FM-ABS state lives in ``RUN_DIR/fmabs``:
+``pool/pool.json`` (the pool) and ``queries/round_NN/queries.json`` (files written for a person).
+Reading only: nothing under RUN_DIR is changed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from nnunet_fmabs.annotation.human import QUERIES_FILE, round_folder
+
+POOL_FILE = Path("fmabs") / "pool" / "pool.json"
+QUERIES_ROOT = Path("fmabs") / "queries"
+
+
+class RunStateError(FileNotFoundError):
+    """RUN_DIR holds no (readable) FM-ABS state."""
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunStateError(f"{path}: the {what} is not valid JSON ({e})") from None
+
+
+def format_status(run_dir: str | os.PathLike) -> str:
+    """A person's view of a run: budget, labeled scans and slices, every round, pending queries."""
+    run_dir = Path(run_dir)
+    pool_path = run_dir / POOL_FILE
+    if not pool_path.is_file():
+        where = "does not exist" if not run_dir.exists() else f"has no FM-ABS state ({POOL_FILE} is missing)"
+        raise RunStateError(
+            f"{run_dir} {where}. Give the fold folder of an FM-ABS run, e.g. "
+            "$nnUNet_results/DatasetXXX_Name/FMABSTrainer_HER_MV__nnUNetPlans__3d_fullres/fold_0")
+    state = _read_json(pool_path, "pool")
+    budget = int(state.get("budget", 0))
+    cases = state.get("cases", {})
+    rounds = state.get("rounds", [])
+    training = state.get("training_cases", [])
+    pending = [r for r in rounds if r.get("status") == "pending"]
+    n_pending = sum(len(r.get("cases", [])) for r in pending)
+    lines = [
+        f"run: {run_dir}",
+        f"budget: {budget} scans ({3 * budget} slices) of {len(training)} training scans",
+        f"labeled: {len(cases)} scans ({3 * len(cases)} slices)"
+        + (f", {n_pending} waiting for the expert" if n_pending else "")
+        + f", {budget - len(cases) - n_pending} left in the budget",
+    ]
+    if cases:
+        lines.append("labeled scans: " + ", ".join(
+            f"{c} (round {info.get('round')}, slices {info.get('slices')})" for c, info in sorted(cases.items())))
+    if rounds:
+        header = ("round", "status", "expert", "sampler", "iteration", "scans")
+        rows = [(str(r.get("round")), str(r.get("status")), str(r.get("expert")), str(r.get("sampler")),
+                 str(r.get("iteration")), ", ".join(r.get("cases", []))) for r in rounds]
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        lines.append("rounds:")
+        for row in (header, *rows):
+            lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+    else:
+        lines.append("rounds: none yet")
+    for r in pending:
+        lines += _pending_lines(run_dir, r)
+    return "\n".join(lines)
+
+
+def _pending_lines(run_dir: Path, entry: dict) -> list[str]:
+    folder = round_folder(run_dir / QUERIES_ROOT, entry["round"])
+    path = folder / QUERIES_FILE
+    head = f"pending queries, round {entry['round']} ({entry.get('expert')}):"
+    if not path.is_file():
+        return [head, "  no files written yet: the trainer writes them (human expert) or answers the round "
+                "(simulated expert) when it resumes"]
+    queries = _read_json(path, "queries file")
+    lines = [head]
+    for case in entry.get("cases", []):
+        scan = queries.get("scans", {}).get(case, {})
+        planes = ", ".join(f"{p['view']} {p['itk_axis']}={p['index']}" for p in scan.get("planes", []))
+        lines.append(f"  edit {scan.get('file', folder / case)}" + (f"  ({planes})" if planes else ""))
+        if scan.get("raw_image"):
+            lines.append(f"       image {scan['raw_image']}")
+    allowed = queries.get("allowed_labels")
+    if allowed:
+        lines.append(f"  allowed labels 0..{max(allowed)}; only the three listed slices are read; save in place")
+    lines.append(f"  details: {path}")
+    if queries.get("resume_command"):
+        lines.append(f"  then resume with: {queries['resume_command']}")
+    return lines
