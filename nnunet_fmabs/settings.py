@@ -33,7 +33,7 @@ class RunSettings:
     generalist: str = "litemedsam"
     generalist_checkpoint: str = ""
     generalist_dtype: str = "auto"
-    generalist_batch_size: int = 8
+    generalist_batch_size: int = 0  # 0: the family's measured default for the device
     embedding_cache: str = "run"  # run | off | a folder shared by several runs
     embedding_cache_gb: float = 4.0
     pl_rounds: str = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"  # pseudo-label rounds, fractions of t_max
@@ -43,6 +43,7 @@ class RunSettings:
     iterations_per_epoch: int = 0
     val_iterations: int = 0
     seed: int = 12345
+    tta: int = 1  # 0: no mirroring in nnU-Net's final validation and in the checkpoint's inference settings
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None, **defaults: Any) -> "RunSettings":

@@ -7,6 +7,7 @@ replaced atomically, so a process killed at any moment leaves the old state or t
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ class LabeledPool:
             except json.JSONDecodeError as e:
                 raise PoolError(f"{path} is not valid JSON ({e}); the previous state is lost only if "
                                 "this file was edited by hand") from None
+            if state.get("format") != POOL_FORMAT:
+                raise PoolError(f"{path} has format {state.get('format')!r}; this version reads {POOL_FORMAT}")
             if state.get("training_cases") != training_cases:
                 raise PoolError(
                     f"{path} belongs to a run on other training scans "
@@ -100,8 +103,11 @@ class LabeledPool:
         pool._commit()
         return pool
 
-    def _commit(self) -> None:
-        atomic.write_json(self.folder / "pool.json", self.state)
+    def _commit(self, state: dict | None = None) -> None:
+        """Write ``state`` (default: the current one); only once it is on disk does it become current."""
+        state = self.state if state is None else state
+        atomic.write_json(self.folder / "pool.json", state)
+        self.state = state
 
     # -- queries -------------------------------------------------------------------------------
     @property
@@ -171,9 +177,10 @@ class LabeledPool:
             "scores": {c: float(v) for c, v in (scores or {}).items()},
             "queried_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        self.state["rounds"].append(entry)
-        self._commit()
-        return entry
+        new = copy.deepcopy(self.state)
+        new["rounds"].append(entry)
+        self._commit(new)
+        return self.pending_round
 
     def answer(self, annotations: dict[str, CrossAnnotation], shapes: dict[str, Sequence[int]]) -> dict:
         """Store the expert's labels for every scan of the pending round, then close the round."""
@@ -183,21 +190,30 @@ class LabeledPool:
         missing = [c for c in entry["cases"] if c not in annotations]
         if missing:
             raise PoolError(f"round {entry['round']}: no labels for {missing}")
+        no_shape = [c for c in entry["cases"] if c not in shapes]
+        if no_shape:
+            raise PoolError(f"round {entry['round']}: no image shape given for {no_shape}")
         for c in entry["cases"]:
-            annotations[c].check_shape(shapes[c], c)
+            ann = annotations[c]
+            if not all(isinstance(p, np.ndarray) for p in ann.planes):
+                raise PoolError(f"{c}: annotation planes must be numpy arrays")
+            ann.check_shape(shapes[c], c)
+        new = copy.deepcopy(self.state)
+        new_entry = new["rounds"][entry["round"]]
         for c in entry["cases"]:  # arrays first ...
             ann = annotations[c]
             rel = f"annotations/{c}.npz"
             atomic.save_npz(self.folder / rel, slices=np.asarray(ann.slices), axis0=ann.planes[0],
                             axis1=ann.planes[1], axis2=ann.planes[2])
-            self.state["cases"][c] = {"round": entry["round"], "expert": entry["expert"],
-                                      "slices": list(ann.slices), "file": rel}
-            self._cache[c] = ann
-        entry["status"] = "answered"  # ... then the commit point
-        entry["slices"] = {c: list(annotations[c].slices) for c in entry["cases"]}
-        entry["answered_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._commit()
-        return entry
+            new["cases"][c] = {"round": entry["round"], "expert": entry["expert"],
+                               "slices": list(ann.slices), "file": rel}
+        new_entry["status"] = "answered"  # ... then the commit point
+        new_entry["slices"] = {c: list(annotations[c].slices) for c in entry["cases"]}
+        new_entry["answered_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._commit(new)
+        for c in entry["cases"]:
+            self._cache[c] = annotations[c]
+        return new_entry
 
     # -- reading for people -------------------------------------------------------------------
     def summary(self) -> str:

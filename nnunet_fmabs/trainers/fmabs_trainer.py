@@ -28,6 +28,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_fmabs import atomic
+from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.annotation.experts import ScanAccess, SimulatedExpert
 from nnunet_fmabs.annotation.pool import LabeledPool, PoolError
 from nnunet_fmabs.annotation.rounds import budget_from_spec, round_iterations, round_sizes
@@ -288,6 +289,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         entry = self.pool.add_query(chosen, slices, expert=self.expert.name, sampler=sampler.name, iteration=t,
                                     scores=scores if isinstance(scores, dict) else None)
         self.print_to_log_file(f"active round {r}: queried {chosen} (sampler {sampler.name})")
+        kill_point("after_query")
         self._answer_pending(t, entry)
 
     def _answer_pending(self, t: int, entry: dict | None = None) -> None:
@@ -298,6 +300,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             self._save_now()
             raise AwaitingExpert(self.expert.waiting_message(entry))
         self.pool.answer(answers, {c: access.shape(c) for c in entry["cases"]})
+        kill_point("after_answer")
         self.print_to_log_file(f"round {entry['round']}: {len(entry['cases'])} scans labeled by "
                                f"{entry['expert']}; pool {len(self.pool.labeled_cases)}/{self.pool.budget}")
 
@@ -332,6 +335,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
                 y_f = apply_expert_labels(labels.fused, self._cross_target(case, sources, teacher_mask.shape),
                                           self.ignore_value)
             self.pl_store.save_case(partial, case, y_f)
+            kill_point("pseudo_label_case")
             stats["prompted_slices"] += labels.n_prompted_slices
             if simulation:  # measured for the log, never trained on
                 gt = np.asarray(seg[0][:]) > 0
@@ -344,6 +348,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         if stats["dice_yf"]:
             summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
             summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))
+        kill_point("before_pseudo_label_commit")
         final = self.pl_store.commit_round(index, partial, iteration=t, reason=reason, stats=summary)
         self.print_to_log_file(f"pseudo-label round {index} ({reason}) at iteration {t}: {summary}")
         if figure_case is not None:
@@ -373,7 +378,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             options = {}
             if self.settings.generalist_dtype != "auto":
                 options["dtype"] = self.settings.generalist_dtype
-            options["batch_size"] = self.settings.generalist_batch_size
+            if self.settings.generalist_batch_size:
+                options["batch_size"] = self.settings.generalist_batch_size
             self._generalist = get_generalist(self.settings.generalist,
                                               checkpoint=self.settings.generalist_checkpoint or None,
                                               device=str(self.device), **options)
@@ -518,6 +524,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         if self.teacher is not None:
             ema_update(self.teacher, self._student(), alpha=self.ema_alpha)
         self.iteration += 1
+        kill_point("mid_epoch")
         out = {"loss": loss.detach().cpu().numpy()}
         out.update({k: float(v) for k, v in terms.items()})
         return out

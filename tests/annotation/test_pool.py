@@ -197,8 +197,6 @@ def test_failure_while_replacing_pool_json_leaves_the_old_file_and_no_temporarie
     assert LabeledPool.open(tmp_path, 3, CASES).labeled_cases == []
 
 
-@pytest.mark.xfail(reason="pool.py changes its in-memory state before the commit: after a failed commit the "
-                          "object says 'answered' while the disk says 'pending' (reported to the lead)")
 def test_a_failed_commit_leaves_the_object_as_it_was(tmp_path, monkeypatch):
     pool = LabeledPool.open(tmp_path, 3, CASES)
     query(pool, CASES[:2])
