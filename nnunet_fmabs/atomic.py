@@ -78,3 +78,13 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Atomic write through any ``writer(tmp_path)`` (torch.save, SimpleITK.WriteImage, savefig)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a killed process left under ``folder`` (its renames never came)."""
+    removed = []
+    for tmp in Path(folder).rglob(".tmp-*"):
+        if tmp.is_file():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

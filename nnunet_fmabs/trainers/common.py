@@ -63,6 +63,12 @@ class AtomicCheckpointMixin:
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
         }
 
+    def on_train_start(self):
+        if self.local_rank == 0 and self.output_folder and os.path.isdir(self.output_folder):
+            for tmp in atomic.remove_stale_temporaries(self.output_folder):
+                self.print_to_log_file(f"removed {tmp.name}, left by a process that was killed while writing")
+        super().on_train_start()
+
     def save_checkpoint(self, filename: str) -> None:
         if self.local_rank != 0:
             return

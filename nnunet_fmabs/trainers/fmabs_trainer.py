@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import sys
 import zlib
 from pathlib import Path
@@ -104,6 +105,11 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
     def initialize(self):
         if self.was_initialized:
             return
+        # FMABS_SEED fixes the network's initial weights, the batches and the perturbations; a resumed
+        # run then restores its random streams from the checkpoint (load_checkpoint)
+        random.seed(self.settings.seed)
+        torch.manual_seed(self.settings.seed)
+        np.random.seed(self.settings.seed % 2**32)
         super().initialize()
         if self.use_sam_loss and len(self.label_manager.foreground_labels) != 1:
             raise ValueError(
@@ -128,8 +134,6 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
     def on_train_start(self):
         if not self.was_initialized:
             self.initialize()
-        torch.manual_seed(self.settings.seed)
-        np.random.seed(self.settings.seed % 2**32)
         self.dataset_class = self.dataset_class or infer_dataset_class(self.preprocessed_dataset_folder)
         self._open_run_state()
         self._run_due_events(initial=True)
@@ -278,12 +282,12 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         scores: dict[str, float] | list[str]
         if getattr(sampler, "needs_probabilities", True):
             scores = {}
-            for case in tqdm(candidates, desc=f"round {r}: scoring with {sampler.name}", disable=None):
+            for case in tqdm(candidates, desc=f"round {r}: scoring with {sampler.name}", disable=False):
                 scores[case] = float(sampler.score(self._predict(self._student(), self._load_case(case)[0]),
                                                    t=t, t_max=self.t_max))
         else:
             scores = list(candidates)
-        chosen = select_cases(sampler, scores, size, rng)
+        chosen = [str(c) for c in select_cases(sampler, scores, size, rng)]
         access = self._scan_access()
         slices = {c: self.expert.propose_slices(c, access) for c in chosen}
         entry = self.pool.add_query(chosen, slices, expert=self.expert.name, sampler=sampler.name, iteration=t,
@@ -320,7 +324,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         simulation = not self.label_manager.has_ignore_label
         stats = {"dice_yf": [], "dice_teacher": [], "prompted_slices": 0}
         figure_case = None
-        for case in tqdm(self.pool.training_cases, desc=f"pseudo labels, round {index}", disable=None):
+        for case in tqdm(self.pool.training_cases, desc=f"pseudo labels, round {index}", disable=False):
             if case in done:
                 continue
             data, seg, _, props = self._load_case(case)
@@ -578,6 +582,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "settings": self.settings.to_dict(),
             "trainer": self.__class__.__name__,
+            "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()},
         }
         return checkpoint
 
@@ -592,6 +597,10 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         self.settings.check_same(ours["settings"], str(filename_or_checkpoint))
         if self.teacher is not None and ours["teacher"] is not None:
             self.teacher.load_state_dict(ours["teacher"])
+        if "rng" in ours:  # the same batches and perturbations as a run that was never stopped
+            np.random.set_state(ours["rng"]["numpy"])
+            torch.set_rng_state(ours["rng"]["torch"].cpu())
+            random.setstate(ours["rng"]["python"])
         self._resumed_from_checkpoint = True
 
 

@@ -149,7 +149,12 @@ class TwoStreamLoader:
 
 
 def make_augmenter(loader, n_processes: int, pin_memory: bool, seed: int):
-    """nnU-Net's own augmenters: single-threaded when nnUNet_n_proc_DA=0, else worker processes."""
+    """nnU-Net's own augmenters: single-threaded when nnUNet_n_proc_DA=0, else worker processes.
+
+    batchgenerators' DataLoader reseeds numpy from the OS on its first batch (seed None); with
+    ``_seed = False`` it keeps the trainer's seeded stream (single-threaded) or the worker's seed.
+    """
+    loader._seed = False
     if n_processes == 0:
         return SingleThreadedAugmenter(loader, None)
     return NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=n_processes,

@@ -1,0 +1,90 @@
+"""Shared fixtures: one tiny phantom dataset, planned and preprocessed by nnU-Net's own CLI.
+
+Runs through the stock commands (subprocesses) use ``run_cli``; each test uses its own results
+folder so that runs never see each other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+DATASET_ID = 991
+DATASET = "Dataset991_FMABSPhantom"
+
+# tiny, quick schedules for every run through the stock CLI
+TINY = {
+    "FMABS_EPOCHS": "2",
+    "FMABS_ITERATIONS_PER_EPOCH": "3",
+    "FMABS_VAL_ITERATIONS": "1",
+    "FMABS_TTA": "0",
+    "FMABS_BUDGET": "3",
+    "FMABS_K": "1",
+    "nnUNet_n_proc_DA": "0",
+    "nnUNet_def_n_proc": "1",
+    "nnUNet_compile": "0",
+    "OMP_NUM_THREADS": "2",
+}
+
+
+def run_cli(args: list[str], env: dict, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    exe = args[0] if os.path.isabs(args[0]) else str(BIN / args[0])
+    proc = subprocess.run([exe, *args[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+                             f"\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def phantom_nnunet(tmp_path_factory) -> dict:
+    """nnU-Net raw + preprocessed phantom (6 training scans, 2 test scans, 32^3 voxels)."""
+    root = tmp_path_factory.mktemp("nnunet")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FMABS_")}
+    env.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
+                "nnUNet_results": str(root / "results")})
+    env.update(TINY)
+    for k in ("raw", "preprocessed", "results"):
+        (root / k).mkdir()
+    from nnunet_fmabs.data.phantom import make_phantom
+
+    make_phantom(root / "raw", dataset_id=DATASET_ID, n_train=6, n_test=2, shape=(32, 32, 32), seed=3,
+                 progress=False)
+    plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the planner needs >= 1 thread
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1"], plan_env)
+    return {"root": root, "env": env, "dataset": DATASET, "id": str(DATASET_ID)}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory) -> Path:
+    """A folder with a dummy distribution declaring the test generalist ``box_threshold``."""
+    folder = tmp_path_factory.mktemp("plugins")
+    info = folder / "fmabs_test_plugins-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-test-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[nnunet_fmabs.generalists]\nbox_threshold = tests.plugins.box_generalist:BoxThresholdGeneralist\n")
+    return folder
+
+
+@pytest.fixture
+def nnunet_run(phantom_nnunet, plugin_path, tmp_path) -> dict:
+    """The shared preprocessed phantom, with a results folder of this test's own; the cheap test
+    generalist ``box_threshold`` is importable by the subprocesses (entry point on PYTHONPATH)."""
+    env = dict(phantom_nnunet["env"])
+    env["nnUNet_results"] = str(tmp_path / "results")
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin_path), str(REPO)])
+    env["FMABS_GENERALIST"] = "box_threshold"
+    return {**phantom_nnunet, "env": env, "results": tmp_path / "results", "tmp": tmp_path}
+
+
+def fold_dir(run: dict, trainer: str, fold: int = 0) -> Path:
+    return Path(run["env"]["nnUNet_results"]) / run["dataset"] / f"{trainer}__nnUNetPlans__3d_fullres" / f"fold_{fold}"

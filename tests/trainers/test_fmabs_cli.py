@@ -1,0 +1,134 @@
+"""FM-ABS trainers through the stock nnU-Net CLI on the tiny phantom (issues 3, 5, 6, 8).
+
+The generalist here is the cheap entry-point plugin ``box_threshold`` (tests/plugins); the real
+LiteMedSAM runs in tests/generalists and in tests/pseudolabels/test_label_volume.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import fold_dir, run_cli
+
+HER = "FMABSTrainer_HER_MV"
+# t_max = 8 iterations: active rounds of 1 scan at t = 0, 2, 4; pseudo-label rounds at t = 2, 4, 6
+HER_ENV = {"FMABS_EPOCHS": "4", "FMABS_ITERATIONS_PER_EPOCH": "2", "FMABS_BUDGET": "3", "FMABS_K": "1",
+           "FMABS_PL_ROUNDS": "0.25,0.5,0.75"}
+
+
+def train(run: dict, trainer: str, *extra: str, env: dict | None = None, check: bool = True):
+    e = {**run["env"], **(env or {})}
+    return run_cli(["nnUNetv2_train", run["id"], "3d_fullres", "0", "-tr", trainer, "-device", "cpu", *extra], e,
+                   check=check)
+
+
+def run_state(folder: Path) -> dict:
+    """What must survive any crash: the pool (queries, slices, labels) and every pseudo-label round."""
+    pool = json.loads((folder / "fmabs" / "pool" / "pool.json").read_text())
+    rounds = [(r["round"], r["status"], r["cases"], r["slices"]) for r in pool["rounds"]]
+    annotations = {c: _npz_digest(folder / "fmabs" / "pool" / info["file"]) for c, info in pool["cases"].items()}
+    pl_state = json.loads((folder / "fmabs" / "pseudolabels" / "state.json").read_text())
+    pseudo = []
+    for r in pl_state["rounds"]:
+        d = folder / "fmabs" / "pseudolabels" / r["dir"]
+        pseudo.append((r["iteration"], {p.stem: _npz_digest(p) for p in sorted(d.glob("*.npz"))}))
+    return {"rounds": rounds, "annotations": annotations, "pseudo_labels": pseudo}
+
+
+def _npz_digest(path: Path) -> str:
+    with np.load(path) as z:
+        h = hashlib.sha256()
+        for k in sorted(z.files):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(z[k]).tobytes())
+        return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_her(phantom_nnunet, plugin_path, tmp_path_factory):
+    """One uninterrupted HER run: the reference for every crash-and-resume test."""
+    import os
+
+    tmp = tmp_path_factory.mktemp("her_reference")
+    env = dict(phantom_nnunet["env"])
+    env.update(HER_ENV, nnUNet_results=str(tmp / "results"), FMABS_GENERALIST="box_threshold",
+               PYTHONPATH=os.pathsep.join([str(plugin_path), str(Path(__file__).resolve().parents[2])]))
+    run = {**phantom_nnunet, "env": env}
+    train(run, HER)
+    folder = fold_dir(run, HER)
+    return {"run": run, "folder": folder, "state": run_state(folder)}
+
+
+def test_her_run_labels_rounds_and_pseudo_labels(uninterrupted_her):
+    folder, state = uninterrupted_her["folder"], uninterrupted_her["state"]
+    assert (folder / "checkpoint_final.pth").is_file()
+    assert [r[1] for r in state["rounds"]] == ["answered"] * 3
+    assert len({c for r in state["rounds"] for c in r[2]}) == 3  # three different scans, none twice
+    pool = json.loads((folder / "fmabs" / "pool" / "pool.json").read_text())
+    assert [r["sampler"] for r in pool["rounds"]] == ["random", "HER", "HER"]
+    assert [r["iteration"] for r in pool["rounds"]] == [0, 2, 4]
+    assert [it for it, _ in state["pseudo_labels"]] == [2, 4, 6]
+    assert all(len(cases) == 4 for _, cases in state["pseudo_labels"])  # every training scan
+    assert (folder / "fmabs" / "active_learning_curve.csv").is_file()
+    assert (folder / "fmabs" / "active_learning_curve.png").is_file()
+    assert (folder / "fmabs" / "loss_terms.png").is_file()
+    assert list((folder / "fmabs" / "pseudolabels" / "round_00").glob("*.png"))
+    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    for term in ("loss_cross", "loss_sam", "loss_cons", "lambda_sam", "lambda_c"):
+        assert term in log
+    # Y_f carries the expert's labels on the expert's slices
+    ann_case = pool["rounds"][0]["cases"][0]
+    with np.load(folder / "fmabs" / "pool" / pool["cases"][ann_case]["file"]) as z:
+        s0, plane0 = int(z["slices"][0]), z["axis0"]
+    with np.load(folder / "fmabs" / "pseudolabels" / "round_00" / f"{ann_case}.npz") as z:
+        y = z["y"]
+    assert np.array_equal(y[s0], plane0)
+
+
+@pytest.mark.parametrize("kill_at", ["after_answer:2", "after_query:3", "pseudo_label_case:2",
+                                     "checkpoint_write:3"])
+def test_killed_run_resumes_to_the_same_state(uninterrupted_her, tmp_path, kill_at):
+    run = {**uninterrupted_her["run"], "env": {**uninterrupted_her["run"]["env"],
+                                                "nnUNet_results": str(tmp_path / "results")}}
+    killed = train(run, HER, env={"FMABS_CRASH_AT": kill_at}, check=False)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    train(run, HER, "--c")
+    folder = fold_dir(run, HER)
+    assert (folder / "checkpoint_final.pth").is_file()
+    assert run_state(folder) == uninterrupted_her["state"]
+    assert not list(folder.rglob(".tmp-*")), "temporary files left behind"
+
+
+def test_resume_with_other_settings_is_refused(uninterrupted_her, tmp_path):
+    run = {**uninterrupted_her["run"], "env": {**uninterrupted_her["run"]["env"],
+                                                "nnUNet_results": str(tmp_path / "results")}}
+    killed = train(run, HER, env={"FMABS_CRASH_AT": "after_answer:2"}, check=False)
+    assert killed.returncode == -9
+    proc = train(run, HER, "--c", env={"FMABS_BUDGET": "2"}, check=False)
+    assert proc.returncode != 0
+    assert "FMABS_BUDGET" in proc.stdout + proc.stderr
+    # and a new run (no --c) into a folder holding labels is refused, the labels untouched
+    before = (fold_dir(run, HER) / "fmabs" / "pool" / "pool.json").read_bytes()
+    proc = train(run, HER, check=False)
+    assert proc.returncode != 0 and "--c" in proc.stdout + proc.stderr
+    assert (fold_dir(run, HER) / "fmabs" / "pool" / "pool.json").read_bytes() == before
+
+
+def test_sup_cross_loss_falls_and_uses_only_the_budget(nnunet_run):
+    env = {"FMABS_EPOCHS": "6", "FMABS_ITERATIONS_PER_EPOCH": "3", "FMABS_BUDGET": "2"}
+    train(nnunet_run, "SupCrossTrainer", env=env)
+    folder = fold_dir(nnunet_run, "SupCrossTrainer")
+    pool = json.loads((folder / "fmabs" / "pool" / "pool.json").read_text())
+    assert len(pool["rounds"]) == 1 and len(pool["rounds"][0]["cases"]) == 2  # all at t = 0, at random
+    assert pool["rounds"][0]["sampler"] == "random"
+    import torch
+
+    ckpt = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    losses = ckpt["logging"]["train_losses"]
+    assert len(losses) == 6
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    assert not (folder / "fmabs" / "pseudolabels" / "round_00").exists()  # no generalist in this baseline
