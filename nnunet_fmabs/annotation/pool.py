@@ -215,6 +215,24 @@ class LabeledPool:
             self._cache[c] = annotations[c]
         return new_entry
 
+    def add_dataset_labels(self, cases: Sequence[str]) -> dict:
+        """Round 0 of a barely labeled dataset: the scans whose own labels (nnU-Net's seg with its
+        ignore label) hold annotated voxels. Their labels stay in nnU-Net's preprocessed files."""
+        if self.rounds:
+            raise PoolError("dataset labels can only form the first round")
+        cases = sorted(cases)
+        if len(cases) > self.budget:
+            raise PoolError(f"the dataset already labels {len(cases)} scans, more than the budget of {self.budget}")
+        new = copy.deepcopy(self.state)
+        new["rounds"].append({"round": 0, "status": "answered", "expert": "dataset", "sampler": "dataset",
+                              "iteration": 0, "cases": cases, "slices": {}, "scores": {},
+                              "queried_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "answered_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        for c in cases:
+            new["cases"][c] = {"round": 0, "expert": "dataset", "slices": None, "file": None}
+        self._commit(new)
+        return new["rounds"][0]
+
     # -- reading for people -------------------------------------------------------------------
     def summary(self) -> str:
         lines = [f"pool: {len(self.state['cases'])} of {self.budget} scans labeled "

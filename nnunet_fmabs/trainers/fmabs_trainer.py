@@ -159,10 +159,19 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             atomic.write_json(settings_file, {**self.settings.to_dict(), "trainer": self.__class__.__name__})
         tr_keys, _ = self.do_split()
         budget = budget_from_spec(self.settings.budget, len(tr_keys))
+        prelabeled = self._scans_labeled_by_the_dataset(tr_keys)
+        budget = max(budget, len(prelabeled))
         self.pool = LabeledPool.open(folder / "pool", budget, tr_keys)
+        if prelabeled and not self.pool.rounds:
+            self.pool.add_dataset_labels(prelabeled)
         self.pl_store = PseudoLabelStore(folder / "pseudolabels")
-        sizes = round_sizes(budget, self.settings.k, self.settings.warmup_fraction) if self.active_rounds \
-            else [budget]
+        if prelabeled:  # the dataset's own sparse labels are round 0; K per round after that
+            rest = budget - len(prelabeled)
+            sizes = [len(prelabeled)] + [min(self.settings.k, rest - i) for i in range(0, rest, self.settings.k)]
+        elif self.active_rounds:
+            sizes = round_sizes(budget, self.settings.k, self.settings.warmup_fraction)
+        else:
+            sizes = [budget]
         self.round_plan = list(zip(sizes, round_iterations(len(sizes), self.t_max, self.settings.al_spread)))
         self.pl_plan = sorted({int(round(float(f) * self.t_max)) for f in self.settings.pl_rounds.split(",")
                                if f.strip()}) if self.use_sam_loss else []
@@ -172,6 +181,18 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             f"{[s for s, _ in self.round_plan]} at iterations {[t for _, t in self.round_plan]}, "
             f"sampler {self.sampler}, fusion {self.fusion}, expert {self.expert.name}, t_max {self.t_max}, "
             f"pseudo-label rounds at {self.pl_plan}")
+
+    def _scans_labeled_by_the_dataset(self, cases) -> list[str]:
+        """Scans of a barely labeled dataset (one that declares nnU-Net's ignore label) with labels."""
+        if not self.label_manager.has_ignore_label:
+            return []
+        ignore = self.label_manager.ignore_label
+        labeled = []
+        for case in cases:
+            seg = np.asarray(self._load_case(case)[1][:])
+            if np.any((seg >= 0) & (seg != ignore)):
+                labeled.append(case)
+        return labeled
 
     def _make_expert(self):
         kind = self.settings.expert
@@ -309,7 +330,9 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
                                f"{entry['expert']}; pool {len(self.pool.labeled_cases)}/{self.pool.budget}")
 
     def _label_sources(self) -> dict[str, tuple]:
-        return {c: ("cross", str(self.pool.folder / info["file"])) for c, info in self.pool.state["cases"].items()}
+        """Where each labeled scan's labels are: the pool's three planes, or the dataset's own seg."""
+        return {c: ("cross", str(self.pool.folder / info["file"])) if info["file"] else ("dataset", None)
+                for c, info in self.pool.state["cases"].items()}
 
     def _pseudo_label_round(self, t: int, reason: str) -> None:
         """Teacher mask -> prompts -> generalist per view -> UA/MV -> expert override -> Y_f (2.2)."""
@@ -360,6 +383,10 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
 
     def _cross_target(self, case: str, sources: dict, shape) -> np.ndarray:
         kind, path = sources[case]
+        if kind == "dataset":
+            seg = np.asarray(self._load_case(case)[1][0]).astype(np.int16)
+            seg[seg < 0] = self.ignore_value
+            return seg
         with np.load(path) as z:
             from nnunet_fmabs.annotation.pool import CrossAnnotation
 
