@@ -71,7 +71,8 @@ def plugin_path(tmp_path_factory) -> Path:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-test-plugins\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[nnunet_fmabs.generalists]\nbox_threshold = tests.plugins.box_generalist:BoxThresholdGeneralist\n")
+        "[nnunet_fmabs.generalists]\nbox_threshold = tests.plugins.box_generalist:BoxThresholdGeneralist\n"
+        "fails_after_first_round = tests.plugins.box_generalist:FailsAfterFirstRoundGeneralist\n")
     return folder
 
 

@@ -73,6 +73,10 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        from nnunet_fmabs.validation import check_labels
+
+        check_labels(dataset_json.get("labels"), f"dataset.json of {plans.get('dataset_name', '?')}",
+                     binary=self.use_sam_loss)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.settings = RunSettings.from_environ()
         self._apply_paper_schedule(self.settings)
@@ -111,13 +115,6 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         torch.manual_seed(self.settings.seed)
         np.random.seed(self.settings.seed % 2**32)
         super().initialize()
-        if self.use_sam_loss and len(self.label_manager.foreground_labels) != 1:
-            raise ValueError(
-                f"{self.__class__.__name__}: FM-ABS pseudo labels are binary (one organ, as in the paper); "
-                f"dataset {self.plans_manager.dataset_name} has foreground labels "
-                f"{list(self.label_manager.foreground_labels)}. Use SupCrossTrainer or MeanTeacherTrainer, "
-                "or make one binary dataset per structure."
-            )
         if self.uses_teacher:
             self.teacher = self.build_network_architecture(
                 self.plans_manager, self.configuration_manager, self.num_input_channels,
@@ -286,7 +283,20 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         pl_due = self.use_sam_loss and t > 0 and (
             labels_added or any(self._last_pl_iteration() < s <= t for s in self.pl_plan))
         if pl_due:
-            self._pseudo_label_round(t, "after an active round" if labels_added else "schedule")
+            try:
+                self._pseudo_label_round(t, "after an active round" if labels_added else "schedule")
+            except Exception as e:  # the generalist raised, the disk is full, ...: keep the last Y_f
+                import traceback
+
+                self.print_to_log_file(
+                    f"pseudo-label round at iteration {t} FAILED ({type(e).__name__}: {e}); training goes on with "
+                    f"the previous pseudo labels ({self.pl_store.latest_dir or 'none yet'}); the round is retried "
+                    f"at the next epoch.\n{traceback.format_exc()}")
+                self._pl_failures = getattr(self, "_pl_failures", 0) + 1
+                if self._pl_failures >= 3:
+                    raise RuntimeError("three pseudo-label rounds failed in a row; see the log above") from e
+            else:
+                self._pl_failures = 0
         if labels_added or pl_due:
             self._save_now()
         return labels_added or pl_due

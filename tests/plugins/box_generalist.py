@@ -23,3 +23,15 @@ class BoxThresholdGeneralist:
                 mask[y0:y1 + 1, x0:x1 + 1] = region > region.mean()
             masks.append(mask)
         return masks
+
+
+class FailsAfterFirstRoundGeneralist(BoxThresholdGeneralist):
+    """Answers the first pseudo-label round, then raises (a generalist failing mid-training)."""
+
+    def segment(self, slices, boxes, points=None):
+        import os
+
+        marker = os.environ.get("FMABS_TEST_FAIL_IF_EXISTS")
+        if marker and os.path.exists(marker):
+            raise RuntimeError("simulated generalist failure (out of GPU memory)")
+        return super().segment(slices, boxes, points)
