@@ -5,13 +5,13 @@ LiteMedSAM runs in tests/generalists and in tests/pseudolabels/test_label_volume
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from nnunet_fmabs.runstate import run_state
 from tests.conftest import fold_dir, run_cli
 
 HER = "FMABSTrainer_HER_MV"
@@ -24,28 +24,6 @@ def train(run: dict, trainer: str, *extra: str, env: dict | None = None, check: 
     e = {**run["env"], **(env or {})}
     return run_cli(["nnUNetv2_train", run["id"], "3d_fullres", "0", "-tr", trainer, "-device", "cpu", *extra], e,
                    check=check)
-
-
-def run_state(folder: Path) -> dict:
-    """What must survive any crash: the pool (queries, slices, labels) and every pseudo-label round."""
-    pool = json.loads((folder / "fmabs" / "pool" / "pool.json").read_text())
-    rounds = [(r["round"], r["status"], r["cases"], r["slices"]) for r in pool["rounds"]]
-    annotations = {c: _npz_digest(folder / "fmabs" / "pool" / info["file"]) for c, info in pool["cases"].items()}
-    pl_state = json.loads((folder / "fmabs" / "pseudolabels" / "state.json").read_text())
-    pseudo = []
-    for r in pl_state["rounds"]:
-        d = folder / "fmabs" / "pseudolabels" / r["dir"]
-        pseudo.append((r["iteration"], {p.stem: _npz_digest(p) for p in sorted(d.glob("*.npz"))}))
-    return {"rounds": rounds, "annotations": annotations, "pseudo_labels": pseudo}
-
-
-def _npz_digest(path: Path) -> str:
-    with np.load(path) as z:
-        h = hashlib.sha256()
-        for k in sorted(z.files):
-            h.update(k.encode())
-            h.update(np.ascontiguousarray(z[k]).tobytes())
-        return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
