@@ -118,7 +118,8 @@ def main() -> int:
         leftovers = [str(p) for p in fold(results).rglob(".tmp-*")] if fold(results).exists() else []
         rows.append({"trial": trial, "kills": kills, "resumes": resumes, "final": ok_final, "loadable": loadable,
                      "same_state": same, "temporaries_left": leftovers})
-        print(f"trial {trial:2d}: {' -> '.join(f'{c or 'no kill'} ({rc})' for c, rc in kills):70s} "
+        story = " -> ".join(f"{c or 'no kill'} ({rc})" for c, rc in kills)
+        print(f"trial {trial:2d}: {story:70s} "
               f"final={ok_final} loadable={loadable} same={same} tmp={len(leftovers)}", flush=True)
     (work / "crash_harness.json").write_text(json.dumps(rows, indent=2))
     passed = sum(r["same_state"] and r["loadable"] and not r["temporaries_left"] for r in rows)
