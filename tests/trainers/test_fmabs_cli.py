@@ -79,6 +79,16 @@ def test_killed_run_resumes_to_the_same_state(uninterrupted_her, tmp_path, kill_
     assert (folder / "checkpoint_final.pth").is_file()
     assert run_state(folder) == uninterrupted_her["state"]
     assert not list(folder.rglob(".tmp-*")), "temporary files left behind"
+    # the same teacher (and student) as the run that was never stopped
+    import torch
+
+    mine = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    ref = torch.load(uninterrupted_her["folder"] / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    for part in ("teacher",):
+        for k, v in ref["fmabs"][part].items():
+            assert torch.equal(mine["fmabs"][part][k], v), k
+    for k, v in ref["network_weights"].items():
+        assert torch.equal(mine["network_weights"][k], v), k
 
 
 def test_resume_with_other_settings_is_refused(uninterrupted_her, tmp_path):
