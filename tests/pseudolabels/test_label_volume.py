@@ -16,7 +16,7 @@ from nnunet_fmabs.pseudolabels.labeler import dice, label_volume
 def phantom_case():
     from nnunet_fmabs.data.phantom import phantom_case
 
-    case = phantom_case((40, 40, 32), seed=1, index=0)
+    case = phantom_case((32, 32, 28), seed=1, index=0)
     return case
 
 
