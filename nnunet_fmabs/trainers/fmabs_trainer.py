@@ -179,6 +179,16 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             f"sampler {self.sampler}, fusion {self.fusion}, expert {self.expert.name}, t_max {self.t_max}, "
             f"pseudo-label rounds at {self.pl_plan}")
 
+    def _resume_command(self) -> str:
+        """The command that continues this run: the user's own nnUNetv2_train line plus --c."""
+        import shlex
+
+        if os.path.basename(sys.argv[0]).startswith("nnUNetv2_train"):
+            args = [a for a in sys.argv[1:] if a != "--c"]
+            return " ".join(shlex.quote(a) for a in ["nnUNetv2_train", *args, "--c"])
+        return (f"nnUNetv2_train {self.plans_manager.dataset_name} {self.configuration_name} {self.fold} "
+                f"-tr {self.__class__.__name__} -p {self.plans_manager.plans_name} -device {self.device.type} --c")
+
     def _scans_labeled_by_the_dataset(self, cases) -> list[str]:
         """Scans of a barely labeled dataset (one that declares nnU-Net's ignore label) with labels."""
         if not self.label_manager.has_ignore_label:
@@ -203,8 +213,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         if kind == "human":
             from nnunet_fmabs.annotation.human import HumanExpert
 
-            cmd = (f"nnUNetv2_train {self.plans_manager.dataset_name} {self.configuration_name} {self.fold} "
-                   f"-tr {self.__class__.__name__} -p {self.plans_manager.plans_name} --c")
+            cmd = self._resume_command()
             return HumanExpert(self.fmabs_folder / "queries", cmd, self.dataset_json["file_ending"])
         raise ValueError(f"FMABS_EXPERT={kind!r}: use simulated, human or auto")
 
