@@ -63,7 +63,7 @@ def _cmd_weights(args) -> int:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         state = "present" if r["present"] else "missing"
-        print(f"{r['name']:<{width}}  {state:8s} {r['path']}\n{'':<{width}}  set {r['env']} or download: {r['url']}")
+        print(f"{r['name']:<{width}}  {state:8s} {r['path']}\n{'':<{width}}  set {r['env_var']} or download: {r['url']}")
     return 0
 
 
