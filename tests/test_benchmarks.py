@@ -1,0 +1,241 @@
+"""The benchmarks' own code on tiny data: LA conversion and Table 1 (la_table1), plans, --dry-run,
+and one pseudo-label round with the cheap test generalist (pseudolabel_round)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # trainer_overhead imports la_table1 as the scripts do
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def la():
+    return _load("la_table1")
+
+
+SHAPE = (24, 20, 12)  # (x, y, z), as the h5 files store them
+
+
+def _write_case(root: Path, case: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=SHAPE).astype(np.float32)
+    label = np.zeros(SHAPE, np.uint8)
+    label[6:16, 5:13, 3:9] = 1
+    image[label > 0] += 2.0
+    folder = root / "2018LA_Seg_Training Set" / case
+    folder.mkdir(parents=True)
+    with h5py.File(folder / "mri_norm2.h5", "w") as f:
+        f.create_dataset("image", data=image)
+        f.create_dataset("label", data=label)
+
+
+@pytest.fixture
+def la_root(tmp_path):
+    """Three training cases and one test case in the UA-MT layout (space in the folder name)."""
+    root = tmp_path / "LA data"
+    for i, case in enumerate(("CASE_A", "CASE_B", "CASE_C", "TEST_D")):
+        _write_case(root, case, i)
+    (root / "train.list").write_text("CASE_A\nCASE_B\nCASE_C\n")
+    test_root = tmp_path / "held out"
+    test_root.mkdir()
+    (test_root / "test.list").write_text("TEST_D\n")
+    return root, test_root
+
+
+def test_convert_at_the_protocol_spacing_and_case_subset(la, la_root, tmp_path):
+    root, test_root = la_root
+    cases = la.select_cases(root, 2, test_root)
+    assert cases == ["CASE_A", "CASE_B", "TEST_D"]
+    out = la.convert(root, tmp_path / "raw", la.PROTOCOLS["paper"], test_root=test_root, cases=cases,
+                     progress=False)
+    assert out.name == "Dataset992_LA"
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["CASE_A.nii.gz", "CASE_B.nii.gz"]
+    assert [p.name for p in (out / "imagesTs").iterdir()] == ["TEST_D_0000.nii.gz"]
+    coarse = la.protocol_with(la.PROTOCOLS["paper"], spacing_mm=1.25)
+    out = la.convert(root, tmp_path / "raw2", coarse, progress=False)
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(out / "imagesTr" / "CASE_C_0000.nii.gz"))
+    assert image.GetSpacing() == (1.25, 1.25, 1.25) and image.GetSize() == (12, 10, 6)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
+    assert la.select_cases(root, None, None) is None
+
+
+def test_cpu_protocol_states_what_changed(la):
+    text = "\n".join(la.PROTOCOLS["cpu"].describe())
+    for what in ("1.5 mm", "patch 48x48x32", "base features 16", "t_max = 400", "20 epochs x 20", "K = 8",
+                 "0.25,0.5", "bf16"):
+        assert what in text, what
+    overridden = la.protocol_with(la.PROTOCOLS["cpu"], epochs=2, iterations_per_epoch=3, k=None)
+    assert overridden.t_max == 6 and overridden.k == 8
+    assert "overridden on the command line: epochs=2, iterations_per_epoch=3" in "\n".join(overridden.describe())
+    assert la.PROTOCOLS["paper"].t_max == 20_000 and la.PROTOCOLS["paper"].spacing_mm is None
+
+
+def test_paper_numbers_match_the_paper_text(la):
+    line = ("FM-ABS (MV) \\dagger\tHER\t20*/60\t60\t86.14 (3.80)\t75.85 (5.79)\t11.54 (5.14)\t3.03 (0.75)\n")
+    parsed = la.parse_paper_table("Left Atrium (LA) [21]\n" + line + "Brain Tumor (BT)\n")
+    assert parsed == {"FM-ABS (MV) HER": {"dice": (86.14, 3.80), "jaccard": (75.85, 5.79), "hd95": (11.54, 5.14),
+                                          "asd": (3.03, 0.75)}}
+    if not la.PAPER_TEXT.is_file():
+        pytest.skip("paper text not on this machine")
+    assert la.parse_paper_table(la.PAPER_TEXT.read_text()) == la.PAPER_LA
+
+
+def _summary(dice):
+    return {"n_cases": 2, "dice": dice, "dice_std": 1.0, "jaccard": dice - 10, "jaccard_std": 2.0, "hd95": 9.0,
+            "hd95_std": 3.0, "asd": 2.5, "asd_std": 0.5, "hd95_grid_vox": 3.75, "asd_grid_vox": 1.0,
+            "hd95_mm": 5.6, "asd_mm": 1.6}
+
+
+def test_aggregate_and_table_put_the_paper_beside_ours(la):
+    runs = [{"method": "FMABSTrainer_HER_MV", "summary": _summary(80.0)},
+            {"method": "FMABSTrainer_HER_MV", "summary": _summary(84.0)},
+            {"method": "SupCrossTrainer", "summary": _summary(70.0)},
+            {"method": "MeanTeacherTrainer", "error": "boom"}]
+    agg = la.aggregate(runs)
+    assert set(agg) == {"FMABSTrainer_HER_MV", "SupCrossTrainer"}
+    assert agg["FMABSTrainer_HER_MV"]["dice"] == pytest.approx(82.0)
+    assert agg["FMABSTrainer_HER_MV"]["dice_std_over_runs"] == pytest.approx(2.0)
+    assert agg["FMABSTrainer_HER_MV"]["n_runs"] == 2
+    table = la.format_table(agg, methods=["SupCrossTrainer", "MeanTeacherTrainer", "FMABSTrainer_HER_MV"],
+                            header_lines=["# title"], budget=20, pool=64, test_desc="fold 0 validation")
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    header = [c.strip() for c in table.splitlines()[2].split("|")[1:-1]]
+    assert header[6:8] == ["Dice % ours", "Dice % paper"] and header[-1] == "runs"
+    her = [c.strip() for c in rows["FM-ABS (MV) HER"].split("|")[1:-1]]
+    assert her[6:8] == ["82.00 (1.00)", "86.14 (3.80)"]  # ours, then the paper's, side by side
+    assert her[4:6] == ["20*/44", "60"] and her[-1] == "2"
+    cross = [c.strip() for c in rows["Sup (cross; baseline)"].split("|")[1:-1]]
+    assert cross[4] == "20*/0" and cross[7] == "73.68 (10.81)"
+    mt = [c.strip() for c in rows["MT"].split("|")[1:-1]]
+    assert mt[6] == "not run" and mt[7] == "76.45 (10.99)"  # failed runs do not count
+    dense = [c.strip() for c in rows["Sup (dense; upper bound)"].split("|")[1:-1]]
+    assert dense[4] == "64/0" and dense[7] == "91.56 (2.06)"
+    for ref in ("UA-MT", "FM-ABS (UA) random", "FM-ABS (MV) random"):  # the paper's reference rows stay
+        assert ref in rows
+    assert "Test set: fold 0 validation." in table
+
+
+def test_run_summary_from_evaluate_folders(la, la_root, tmp_path):
+    root, _ = la_root
+    out = la.convert(root, tmp_path / "raw", la.PROTOCOLS["paper"], progress=False)
+    gt = la.gt_subset(out / "labelsTr", ["CASE_A", "CASE_C"], tmp_path / "gt")
+    assert sorted(p.name for p in gt.iterdir()) == ["CASE_A.nii.gz", "CASE_C.nii.gz"]
+    with pytest.warns(UserWarning, match="no ground truth"):  # CASE_B is not in the subset
+        results = la.evaluate(out / "labelsTr", gt, tmp_path / "m.json")  # predictions = ground truth
+    s = la.run_summary(results)
+    assert s["n_cases"] == 2 and s["dice"] == pytest.approx(100.0) and s["hd95"] == pytest.approx(0.0)
+    assert (tmp_path / "m.json").is_file()
+
+
+def test_derive_plans_recomputes_the_topology(la):
+    plans = {"transpose_forward": [0, 1, 2], "configurations": {"3d_fullres": {
+        "spacing": [1.5, 1.5, 1.5], "patch_size": [40, 64, 80], "batch_size": 2,
+        "architecture": {"arch_kwargs": {"n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320]}}}}}
+    patch = la.patch_in_plans_axes((48, 48, 32), plans["transpose_forward"])
+    assert patch == [32, 48, 48]  # NIfTI arrays are (z, y, x)
+    assert la.patch_in_plans_axes((48, 40, 32), [2, 1, 0]) == [48, 40, 32]
+    new = la.derive_plans(plans, patch_size=patch, batch_size=3, base_features=16, plans_name="P")
+    conf = new["configurations"]["3d_fullres"]
+    arch = conf["architecture"]["arch_kwargs"]
+    assert conf["patch_size"] == [32, 48, 48] and conf["batch_size"] == 3 and new["plans_name"] == "P"
+    assert arch["n_stages"] == len(arch["strides"]) == len(arch["kernel_sizes"]) == len(arch["features_per_stage"])
+    assert arch["features_per_stage"][0] == 16 and max(arch["features_per_stage"]) <= 160
+    total = np.prod(np.array(arch["strides"]), axis=0)
+    assert all(p % s == 0 for p, s in zip(conf["patch_size"], total))
+    assert plans["configurations"]["3d_fullres"]["batch_size"] == 2  # the source is not changed
+
+
+def test_budget_seeds_and_environment(la, tmp_path):
+    assert la.effective_budget(20, 64) == (20, None)
+    budget, note = la.effective_budget(20, 9)
+    assert budget == 2 and "25 %" in note
+    assert la.run_seeds([0, 5], 1) == [("seed0", 0), ("seed5", 5)]
+    assert la.run_seeds([0], 3) == [("seed0_rep0", 0), ("seed0_rep1", 1000), ("seed0_rep2", 2000)]
+    env = la.trainer_env({"FMABS_K": "99", "PATH": "x"}, la.PROTOCOLS["cpu"], seed=7, budget=20,
+                         results=tmp_path, device="cpu")
+    assert env["FMABS_K"] == "8" and env["FMABS_SEED"] == "7" and env["FMABS_EPOCHS"] == "20"
+    assert env["FMABS_GENERALIST_DTYPE"] == "bf16" and env["nnUNet_n_proc_DA"] == "0" and env["PATH"] == "x"
+    assert "FMABS_GENERALIST" not in la.run_stamp("MeanTeacherTrainer", env)  # no pseudo labels: not compared
+    assert la.run_stamp("FMABSTrainer_HER_MV", env)["FMABS_GENERALIST"] == "litemedsam"
+    cmd = la.predict_cmd(Path("i"), Path("o"), "SupCrossTrainer", "all", "P", "cuda")
+    assert "--disable_tta" in cmd and cmd[cmd.index("-f") + 1] == "all" and "-npp" not in cmd
+
+
+def test_fold_cases_writes_nnunets_split(la, tmp_path):
+    folder = tmp_path / "Dataset992_LA"
+    (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
+    for i in range(10):
+        (folder / "nnUNetPlans_3d_fullres" / f"c{i:02d}.pkl").write_bytes(b"")
+    tr, val = la.fold_cases(folder, "0")
+    assert len(tr) == 8 and len(val) == 2 and not set(tr) & set(val)
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    assert json.loads((folder / "splits_final.json").read_text()) == \
+        generate_crossval_split([f"c{i:02d}" for i in range(10)], seed=12345, n_splits=5)
+    assert la.fold_cases(folder, "all") == ([f"c{i:02d}" for i in range(10)],) * 2
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(la, tmp_path, capsys):
+    workdir = tmp_path / "work"
+    assert la.main(["--protocol", "cpu", "--dry-run", "--workdir", str(workdir), "--methods", "SupCrossTrainer",
+                    "FMABSTrainer_HER_MV", "--repetitions", "2", "--max-cases", "6"]) == 0
+    out = capsys.readouterr().out
+    assert not workdir.exists()
+    assert "spacing 1.5 mm" in out and "t_max = 400 iterations (20 epochs x 20)" in out
+    assert out.count("nnUNetv2_train 992 3d_fullres 0 -tr FMABSTrainer_HER_MV -p nnUNetPlans_fmabsCPU") == 2
+    assert "seed0_rep1 (FMABS_SEED=1000)" in out and "first 6 cases" in out
+    assert la.main(["--protocol", "paper", "--dry-run", "--workdir", str(workdir), "--device", "cuda",
+                    "--test-root", str(tmp_path), "--methods", "SupDenseTrainer"]) == 0
+    out = capsys.readouterr().out
+    assert "0.625 mm" in out and "t_max = 20000" in out and "nnUNetv2_predict" in out
+    assert "-f all" in out and "-device cuda" in out
+    with pytest.raises(SystemExit):
+        la.main(["--dry-run", "--methods", "NoSuchTrainer"])
+
+
+def test_trainer_overhead_yf_batches():
+    import torch
+
+    ovh = _load("trainer_overhead")
+    batch = {"data": torch.randn(4, 1, 8, 8, 8), "target": torch.full((4, 2, 8, 8, 8), 2, dtype=torch.int16),
+             "n_labeled": 2}
+    (filled,) = ovh.with_yf([batch])
+    assert set(torch.unique(filled["target"][:, 1]).tolist()) <= {0, 1}
+    assert torch.equal(filled["target"][:, 0], batch["target"][:, 0])
+    assert (batch["target"][:, 1] == 2).all()  # the original batch is untouched
+
+
+def test_pseudolabel_round_with_the_cheap_generalist(tmp_path, capsys):
+    plr = _load("pseudolabel_round")
+    gt = np.zeros((10, 10, 10), bool)
+    gt[3:7, 3:7, 3:7] = True
+    teacher = plr.teacher_from_truth(gt)
+    assert teacher.sum() == 8 and not (teacher == gt).all()
+    from nnunet_fmabs.data.phantom import make_phantom
+
+    data = make_phantom(tmp_path, dataset_id=995, n_train=2, n_test=0, shape=(24, 24, 24), progress=False)
+    # the per-N child, in-process here (the script runs it in a fresh subprocess per N)
+    assert plr.main(["--child", "2", "--data", str(data), "--generalist", "box_threshold", "--cache", "off"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("RESULT ")][-1]
+    row = json.loads(line[len("RESULT "):])
+    assert row["n"] == 2 and row["prompted_slices"] > 0 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
+    assert 0.0 < row["mean_dice_yf"] <= 1.0
