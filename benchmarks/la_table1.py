@@ -38,7 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -167,6 +167,31 @@ class Protocol:
     def t_max(self) -> int:
         return self.epochs * self.iterations_per_epoch
 
+    def changes_from_paper(self) -> list[str]:
+        """What this protocol changes from the paper's setting (section 3), from its actual values."""
+        paper = PROTOCOLS["paper"]
+        out = []
+        if self.spacing_mm != paper.spacing_mm:
+            out.append(f"spacing {self.spacing_mm} mm (paper {LA_NATIVE_MM})")
+        if self.patch_xyz != paper.patch_xyz:
+            spacing = self.spacing_mm or LA_NATIVE_MM
+            mm = "x".join(f"{p * spacing:g}" for p in self.patch_xyz)
+            out.append(f"patch {'x'.join(map(str, self.patch_xyz))} = {mm} mm (paper 112x112x80 = 70x70x50 mm)")
+        if self.base_features != paper.base_features:
+            out.append(f"{self.base_features} base features (nnU-Net's default {paper.base_features})")
+        if self.t_max != paper.t_max:
+            out.append(f"t_max {self.t_max} (paper {paper.t_max})")
+        if self.k != paper.k:
+            out.append(f"K = {self.k} (paper {paper.k})")
+        n_pl = len([f for f in self.pl_rounds.split(",") if f.strip()])
+        if self.pl_rounds != paper.pl_rounds:
+            out.append(f"{n_pl} scheduled pseudo-label round(s) (default 8)")
+        if self.budget != paper.budget:
+            out.append(f"budget {self.budget} scans (paper 20)")
+        if self.generalist != "mobilesam":
+            out.append(f"generalist {self.generalist} {self.generalist_dtype} (paper MobileSAM)")
+        return out
+
     def describe(self) -> list[str]:
         spacing = LA_NATIVE_MM if self.spacing_mm is None else self.spacing_mm
         return [
@@ -183,6 +208,7 @@ class Protocol:
             f"{self.pl_rounds} of t_max (plus one after each active round)",
             f"generalist {self.generalist} ({self.generalist_dtype}); test-time mirroring "
             f"{'on' if self.tta else 'off'}",
+            "changed from the paper: " + "; ".join(self.changes_from_paper()),
             *self.notes,
         ]
 
@@ -192,18 +218,17 @@ PROTOCOLS: dict[str, Protocol] = {
         name="paper", spacing_mm=None, patch_xyz=PAPER_PATCH_XYZ, batch_size=2, base_features=32,
         epochs=80, iterations_per_epoch=250, val_iterations=50, k=2, pl_rounds="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8",
         generalist="litemedsam", generalist_dtype="auto", tta=0,
-        notes=("differs from the paper: nnU-Net's U-Net (not V-Net), nnU-Net's augmentation and sliding window "
-               "(step 0.5, Gaussian), LiteMedSAM instead of MobileSAM",),
+        notes=("also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
+               "augmentation and sliding window (step 0.5, Gaussian weighting)",),
     ),
     "cpu": Protocol(
         name="cpu", spacing_mm=1.5, patch_xyz=(48, 48, 32), batch_size=2, base_features=16,
         epochs=20, iterations_per_epoch=20, val_iterations=2, k=8, pl_rounds="0.25,0.5",
         generalist="litemedsam", generalist_dtype="bf16", tta=0,
-        notes=("changed from the paper for a 2-core CPU: spacing 1.5 mm (not 0.625), patch 48x48x32 "
-               "(= 72x72x48 mm, the paper's 112x112x80 at 0.625 mm is 70x70x50 mm), 16 base features "
-               "(not 32), t_max 400 (not 20,000), K = 8 (3 active rounds, not 9), 2 pseudo-label rounds "
-               "(not 8), LiteMedSAM bf16; distances are evaluated on the 1.5 mm grid and reported in "
-               "0.625 mm voxels (mm / 0.625) to sit beside the paper's",),
+        notes=("also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
+               "augmentation and sliding window (step 0.5, Gaussian weighting)",
+               "distances are computed on the 1.5 mm grid and reported in 0.625 mm voxels (mm / 0.625), "
+               "beside the paper's"),
     ),
 }
 
@@ -736,8 +761,10 @@ def main(argv: list[str] | None = None) -> int:
 def _write_outputs(workdir: Path, cfg: dict, protocol: Protocol, runs: list[dict], timings: dict, plan_desc: str,
                    budget: int, pool: int, budget_note: str | None) -> str:
     aggregated = aggregate(runs)
-    test_desc = (f"test list of {cfg['test_root']}" if cfg["test_root"]
-                 else f"nnU-Net fold {cfg['fold']} validation scans of {cfg['la_root']}")
+    n_cases = sorted({a["n_cases"] for a in aggregated.values()})
+    scans = f"{'/'.join(map(str, n_cases))} scans, " if n_cases else ""
+    test_desc = (f"{scans}test list of {cfg['test_root']}" if cfg["test_root"]
+                 else f"{scans}nnU-Net fold {cfg['fold']} validation scans of {cfg['la_root']}")
     header = [f"# LA, Table 1 (FM-ABS, MICCAI 2024): ours beside the paper", "",
               *(f"- {line}" for line in protocol.describe()),
               f"- {plan_desc}", f"- device {cfg['device']}; machine: {_machine()}",

@@ -102,7 +102,7 @@ def child(args) -> int:
     images = sorted((Path(args.data) / "imagesTr").glob("*_0000.nii.gz"))[: args.child]
     if len(images) < args.child:
         raise SystemExit(f"only {len(images)} scans in {args.data}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prompted, dices, per_scan_peak = 0, [], []
     for i, path in enumerate(images):
         case = path.name[: -len("_0000.nii.gz")]
@@ -116,10 +116,12 @@ def child(args) -> int:
         dices.append(dice(labels.fused, gt))
         per_scan_peak.append(_peak_mb())
     round_s = time.perf_counter() - t0
+    cpu_s = time.process_time() - c0
     out = {
         "n": args.child, "generalist": args.generalist, "dtype": str(getattr(generalist, "dtype", "n/a")),
         "cache": args.cache, "load_s": load_s, "round_s": round_s, "s_per_scan": round_s / args.child,
-        "prompted_slices": prompted, "s_per_slice": round_s / max(prompted, 1),
+        "prompted_slices": prompted, "s_per_slice": round_s / max(prompted, 1), "cpu_s": cpu_s,
+        "cpu_s_per_slice": cpu_s / max(prompted, 1),
         "rss_start_mb": rss_start, "rss_after_load_mb": rss_loaded, "peak_rss_mb": _peak_mb(),
         "peak_after_first_scan_mb": per_scan_peak[0], "mean_dice_yf": float(np.mean(dices)),
         "threads": torch.get_num_threads(),
@@ -169,7 +171,8 @@ def main(argv=None) -> int:
             r = json.loads(line[len("RESULT "):])
             rows.append(r)
             print(f"  N = {n:3d} ({r['dtype']}): round {r['round_s']:7.1f} s ({r['s_per_scan']:.2f} s/scan, "
-                  f"{r['prompted_slices']} slices, {1000 * r['s_per_slice']:.0f} ms/slice); RSS after load "
+                  f"{r['prompted_slices']} slices, {1000 * r['s_per_slice']:.0f} ms/slice, "
+                  f"{1000 * r['cpu_s_per_slice']:.0f} ms CPU/slice); RSS after load "
                   f"{r['rss_after_load_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB (after scan 1: "
                   f"{r['peak_after_first_scan_mb']:.0f} MB); Dice(Y_f, GT) {r['mean_dice_yf']:.3f}", flush=True)
     peaks = [r["peak_rss_mb"] for r in rows]

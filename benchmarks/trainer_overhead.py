@@ -4,7 +4,9 @@ One process, one phantom dataset made here, one nnU-Net plan (same patch, same b
 every trainer), trainers built in-process. Batches are drawn from each trainer's own data loader
 *before* timing, so the figures are ``train_step`` alone (forward, losses, backward, SGD step,
 EMA), without data loading or augmentation. Blocks of iterations of the trainers are interleaved
-(A B C A B C ...) and the median block is reported, so load from other processes hits all alike.
+(A B C A B C ...) and the median block is reported, so load from other processes hits all alike; both
+wall-clock and the process's CPU time are reported (with ``--threads 1`` the CPU time is a clean
+measure of work on a loaded machine).
 
 Trainers timed (``--trainers`` picks a subset):
 
@@ -23,7 +25,7 @@ FM-ABS iteration costs 3 x 2B (student on 2B patches) + 2 x 2B (J = 2 teacher fo
 same patches would be (3 + 1) / 3 = 1.33x.
 
     python benchmarks/trainer_overhead.py                      # phantom 64x64x48, nnU-Net's own plan
-    python benchmarks/trainer_overhead.py --patch 48 48 32 --base-features 16 --iterations 4 --blocks 3
+    python benchmarks/trainer_overhead.py --patch 48 48 32 --base-features 16 --iterations 2 --blocks 3 --threads 1
 """
 from __future__ import annotations
 
