@@ -2,6 +2,7 @@
 the K scans of a round."""
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, Mapping, Sequence
 
@@ -17,7 +18,7 @@ from nnunet_fmabs.samplers.scores import (
 from nnunet_fmabs.schedules import her_threshold
 
 
-class Sampler:
+class Sampler(abc.ABC):
     """Base of the samplers: scores one scan from the student's probabilities (C, *spatial).
 
     ``higher_is_better``: the K scans with the highest scores are queried (else the lowest).
@@ -30,8 +31,9 @@ class Sampler:
     needs_probabilities: bool = True
     is_random: bool = False
 
+    @abc.abstractmethod
     def score(self, probs: ArrayLike, t: float = 0, t_max: float = 1) -> float:
-        raise NotImplementedError
+        """The scan's active score from its class probabilities (C, X, Y, Z) at iteration t."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
