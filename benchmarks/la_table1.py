@@ -360,7 +360,11 @@ def run_seeds(seeds: Sequence[int], repetitions: int) -> list[tuple[str, int]]:
     return out
 
 
-def trainer_env(base: dict, protocol: Protocol, *, seed: int, budget: int, results: Path, device: str) -> dict:
+def trainer_env(base: dict, protocol: Protocol, *, seed: int, budget: int, results: Path, device: str,
+                embedding_cache: Path | None = None) -> dict:
+    """The environment of one nnUNetv2_train run. ``embedding_cache``: a folder shared by every run of
+    the benchmark (the cache is keyed by the slice's pixels and the generalist's weights, so the second
+    FM-ABS method and later seeds reuse the first one's encoder outputs; results do not depend on it)."""
     env = {k: v for k, v in base.items() if not k.startswith("FMABS_")}
     env.update({
         "nnUNet_results": str(results),
@@ -375,18 +379,21 @@ def trainer_env(base: dict, protocol: Protocol, *, seed: int, budget: int, resul
         "FMABS_SEED": str(seed),
         "FMABS_TTA": str(protocol.tta),
     })
+    if embedding_cache is not None:
+        env.update({"FMABS_EMBEDDING_CACHE": str(embedding_cache), "FMABS_EMBEDDING_CACHE_GB": "40"})
     if device == "cpu":
         env.update({"nnUNet_compile": "0", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
     return env
 
 
 GENERALIST_KEYS = ("FMABS_GENERALIST", "FMABS_GENERALIST_DTYPE", "FMABS_PL_ROUNDS")
+CACHE_KEYS = ("FMABS_EMBEDDING_CACHE", "FMABS_EMBEDDING_CACHE_GB")  # where, not what: never compared
 
 
 def run_stamp(method: str, env: dict) -> dict:
     """The FMABS_* settings a finished run must match to be reused (generalist knobs only for trainers
     that run pseudo-label rounds; SupDenseTrainer reads only the schedule)."""
-    stamp = {k: v for k, v in sorted(env.items()) if k.startswith("FMABS_")}
+    stamp = {k: v for k, v in sorted(env.items()) if k.startswith("FMABS_") and k not in CACHE_KEYS}
     from nnunet_fmabs import trainers
 
     cls = getattr(trainers, method, None)
@@ -704,7 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     for run_name, seed in cfg["runs"]:
         results = workdir / "results" / run_name
         for method in cfg["methods"]:
-            env = trainer_env(base_env, protocol, seed=seed, budget=budget, results=results, device=args.device)
+            env = trainer_env(base_env, protocol, seed=seed, budget=budget, results=results, device=args.device,
+                              embedding_cache=workdir / "embedding_cache")
             fold_dir = results / ds_name / f"{method}__{cfg['plans_name']}__{CONFIGURATION}" / f"fold_{cfg['fold']}"
             entry = {"method": method, "run": run_name, "seed": seed, "fold_dir": str(fold_dir)}
             t0 = time.perf_counter()

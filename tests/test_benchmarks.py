@@ -176,6 +176,11 @@ def test_budget_seeds_and_environment(la, tmp_path):
     assert env["FMABS_GENERALIST_DTYPE"] == "bf16" and env["nnUNet_n_proc_DA"] == "0" and env["PATH"] == "x"
     assert "FMABS_GENERALIST" not in la.run_stamp("MeanTeacherTrainer", env)  # no pseudo labels: not compared
     assert la.run_stamp("FMABSTrainer_HER_MV", env)["FMABS_GENERALIST"] == "litemedsam"
+    assert "FMABS_EMBEDDING_CACHE" not in env  # each run its own cache unless the benchmark shares one
+    shared = la.trainer_env({}, la.PROTOCOLS["cpu"], seed=7, budget=20, results=tmp_path, device="cpu",
+                            embedding_cache=tmp_path / "cache")
+    assert shared["FMABS_EMBEDDING_CACHE"] == str(tmp_path / "cache")
+    assert la.run_stamp("FMABSTrainer_HER_MV", shared) == la.run_stamp("FMABSTrainer_HER_MV", env)  # where, not what
     cmd = la.predict_cmd(Path("i"), Path("o"), "SupCrossTrainer", "all", "P", "cuda")
     assert "--disable_tta" in cmd and cmd[cmd.index("-f") + 1] == "all" and "-npp" not in cmd
 
