@@ -361,7 +361,7 @@ def run_seeds(seeds: Sequence[int], repetitions: int) -> list[tuple[str, int]]:
 
 
 def trainer_env(base: dict, protocol: Protocol, *, seed: int, budget: int, results: Path, device: str,
-                embedding_cache: Path | None = None) -> dict:
+                embedding_cache: Path | None = None, threads: int | None = None) -> dict:
     """The environment of one nnUNetv2_train run. ``embedding_cache``: a folder shared by every run of
     the benchmark (the cache is keyed by the slice's pixels and the generalist's weights, so the second
     FM-ABS method and later seeds reuse the first one's encoder outputs; results do not depend on it)."""
@@ -381,13 +381,15 @@ def trainer_env(base: dict, protocol: Protocol, *, seed: int, budget: int, resul
     })
     if embedding_cache is not None:
         env.update({"FMABS_EMBEDDING_CACHE": str(embedding_cache), "FMABS_EMBEDDING_CACHE_GB": "40"})
+    if threads:
+        env["FMABS_CPU_THREADS"] = str(threads)
     if device == "cpu":
         env.update({"nnUNet_compile": "0", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
     return env
 
 
 GENERALIST_KEYS = ("FMABS_GENERALIST", "FMABS_GENERALIST_DTYPE", "FMABS_PL_ROUNDS")
-CACHE_KEYS = ("FMABS_EMBEDDING_CACHE", "FMABS_EMBEDDING_CACHE_GB")  # where, not what: never compared
+CACHE_KEYS = ("FMABS_EMBEDDING_CACHE", "FMABS_EMBEDDING_CACHE_GB", "FMABS_CPU_THREADS")  # how, not what
 
 
 def run_stamp(method: str, env: dict) -> dict:
@@ -586,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generalist-dtype", default=None)
     p.add_argument("--dataset-id", type=int, default=DATASET_ID)
     p.add_argument("--np", type=int, default=1, help="processes for nnU-Net's preprocessing")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per training on CPU (FMABS_CPU_THREADS); e.g. 1 for two benchmark "
+                        "processes pinned to one core each (taskset -c 0 / -c 1)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (settings and commands) and stop")
     return p
 
@@ -712,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         results = workdir / "results" / run_name
         for method in cfg["methods"]:
             env = trainer_env(base_env, protocol, seed=seed, budget=budget, results=results, device=args.device,
-                              embedding_cache=workdir / "embedding_cache")
+                              embedding_cache=workdir / "embedding_cache", threads=args.threads)
             fold_dir = results / ds_name / f"{method}__{cfg['plans_name']}__{CONFIGURATION}" / f"fold_{cfg['fold']}"
             entry = {"method": method, "run": run_name, "seed": seed, "fold_dir": str(fold_dir)}
             t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.workdir).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FMABS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FMABS_") or k == "FMABS_CPU_THREADS"}
     env.update(RUN_ENV, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "pp"),
                FMABS_GENERALIST=args.generalist)
     if args.generalist == "box_threshold":

@@ -22,6 +22,7 @@ class PaperScheduleMixin:
     total_iterations: int = PAPER_ITERATIONS
 
     def _apply_paper_schedule(self, settings: RunSettings) -> None:
+        self._limit_cpu_threads()
         self._tta = bool(settings.tta)
         self.initial_lr = PAPER_LR
         self.num_iterations_per_epoch = settings.iterations_per_epoch or PAPER_ITERATIONS_PER_EPOCH
@@ -30,6 +31,20 @@ class PaperScheduleMixin:
             self.num_val_iterations_per_epoch = settings.val_iterations
         if settings.epochs and settings.epochs < 50:
             self.save_every = 1  # tiny runs: a checkpoint per epoch, so --c loses nothing
+
+    def _limit_cpu_threads(self) -> None:
+        """``FMABS_CPU_THREADS=n``: torch threads on CPU (``nnUNetv2_train -device cpu`` takes every core).
+        Two jobs on one machine then share it without their OpenMP threads spinning against each other."""
+        value = os.environ.get("FMABS_CPU_THREADS", "").strip()
+        if not value or self.device.type != "cpu":
+            return
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"FMABS_CPU_THREADS={value!r}: expected a positive number of threads")
+        torch.set_num_threads(n)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
