@@ -48,3 +48,11 @@ def lambda_c(t: float, t_max: float) -> float:
 def her_threshold(t: float, t_max: float) -> float:
     """beta(t) = 0.5 + 0.25 exp(-5 (1 - t/t_max)^2), the HER entropy threshold (section 2.3)."""
     return HER_BETA_START + (HER_BETA_END - HER_BETA_START) * gaussian_rampup(t, t_max)
+
+
+def at_epoch_start(t: int, iterations_per_epoch: int, epochs: int) -> int:
+    """The epoch start at which an event due at iteration ``t`` runs: rounds run before an epoch's
+    first batch, so at the first epoch start >= t; one due after the last epoch start runs there
+    (never dropped). Events that land on the same epoch start are one round."""
+    last = max(0, (epochs - 1) * iterations_per_epoch)
+    return min(last, -(-int(t) // iterations_per_epoch) * iterations_per_epoch)

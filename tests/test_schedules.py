@@ -7,6 +7,7 @@ from nnunet_fmabs.schedules import (
     HER_BETA_START,
     LAMBDA_C_MAX,
     LAMBDA_SAM_MAX,
+    at_epoch_start,
     gaussian_rampup,
     her_threshold,
     lambda_c,
@@ -65,3 +66,12 @@ def test_schedules_are_monotone():
     assert sam == sorted(sam, reverse=True)
     assert con == sorted(con) and beta == sorted(beta)
     assert all(math.isfinite(v) for v in sam + con + beta)
+
+
+def test_events_run_at_the_first_epoch_start_at_or_after_their_iteration():
+    # the GPU smoke run's schedule: 4 epochs x 25 iterations, pseudo-label rounds at 0.1..0.8 of t_max = 100
+    starts = sorted({at_epoch_start(t, 25, 4) for t in range(10, 90, 10)})
+    assert starts == [25, 50, 75]  # 10, 20 -> 25; 30..50 -> 50; 60, 70 and 80 -> 75 (the last start: not dropped)
+    assert at_epoch_start(0, 25, 4) == 0 and at_epoch_start(250, 250, 80) == 250
+    assert [at_epoch_start(t, 250, 80) for t in (2000, 4000, 16000)] == [2000, 4000, 16000]  # the paper's: exact
+    assert at_epoch_start(10**6, 10, 3) == 20

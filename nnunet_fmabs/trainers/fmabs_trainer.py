@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from nnunet_fmabs.losses import (consistency_loss, ema_update, noise_tolerant_di
 from nnunet_fmabs.pseudolabels.labeler import dice, label_volume
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 from nnunet_fmabs.samplers import get_sampler, select_cases
-from nnunet_fmabs.schedules import gaussian_rampup, lambda_c, lambda_sam
+from nnunet_fmabs.schedules import at_epoch_start, gaussian_rampup, lambda_c, lambda_sam
 from nnunet_fmabs.settings import RunSettings
 from nnunet_fmabs.trainers.common import AtomicCheckpointMixin, PaperScheduleMixin
 from nnunet_fmabs.trainers.streams import (BarelyLabeledDataset, LabeledStreamLoader, TwoStreamLoader,
@@ -169,8 +170,11 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             sizes = round_sizes(budget, self.settings.k, self.settings.warmup_fraction)
         else:
             sizes = [budget]
-        self.round_plan = list(zip(sizes, round_iterations(len(sizes), self.t_max, self.settings.al_spread)))
-        self.pl_plan = sorted({int(round(float(f) * self.t_max)) for f in self.settings.pl_rounds.split(",")
+        # rounds run at epoch starts (at_epoch_start): the plans below are the iterations they really run at
+        start = partial(at_epoch_start, iterations_per_epoch=self.num_iterations_per_epoch, epochs=self.num_epochs)
+        self.round_plan = [(size, start(t)) for size, t in
+                           zip(sizes, round_iterations(len(sizes), self.t_max, self.settings.al_spread))]
+        self.pl_plan = sorted({start(int(round(float(f) * self.t_max))) for f in self.settings.pl_rounds.split(",")
                                if f.strip()}) if self.use_sam_loss else []
         self.expert = self._make_expert()
         self.print_to_log_file(
