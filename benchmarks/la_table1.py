@@ -805,7 +805,15 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {model}"
+    machine = f"{os.cpu_count()} cores, {model}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            machine += ", GPU " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # no torch or a broken driver: the CPU alone
+        pass
+    return machine
 
 
 if __name__ == "__main__":
