@@ -80,11 +80,12 @@ def test_convert_at_the_protocol_spacing_and_case_subset(la, la_root, tmp_path):
 
 def test_cpu_protocol_states_what_changed(la):
     text = "\n".join(la.PROTOCOLS["cpu"].describe())
-    for what in ("1.5 mm", "patch 48x48x32", "base features 16", "t_max = 400", "20 epochs x 20", "K = 8",
-                 "0.25,0.5", "bf16"):
+    for what in ("1.5 mm", "patch 48x48x32", "base features 16", "t_max = 400", "20 epochs x 20", "K = 5",
+                 "0.5,0.75", "bf16", "budget 6 scans (18 slices)", "the first 32 of the 80 training scans (fold 0: "
+                 "25 pool, 7 test)"):
         assert what in text, what
     overridden = la.protocol_with(la.PROTOCOLS["cpu"], epochs=2, iterations_per_epoch=3, k=None)
-    assert overridden.t_max == 6 and overridden.k == 8
+    assert overridden.t_max == 6 and overridden.k == 5
     assert "overridden on the command line: epochs=2, iterations_per_epoch=3" in "\n".join(overridden.describe())
     assert la.PROTOCOLS["paper"].t_max == 20_000 and la.PROTOCOLS["paper"].spacing_mm is None
 
@@ -172,7 +173,7 @@ def test_budget_seeds_and_environment(la, tmp_path):
     assert la.run_seeds([0], 3) == [("seed0_rep0", 0), ("seed0_rep1", 1000), ("seed0_rep2", 2000)]
     env = la.trainer_env({"FMABS_K": "99", "PATH": "x"}, la.PROTOCOLS["cpu"], seed=7, budget=20,
                          results=tmp_path, device="cpu")
-    assert env["FMABS_K"] == "8" and env["FMABS_SEED"] == "7" and env["FMABS_EPOCHS"] == "20"
+    assert env["FMABS_K"] == "5" and env["FMABS_SEED"] == "7" and env["FMABS_EPOCHS"] == "20"
     assert env["FMABS_GENERALIST_DTYPE"] == "bf16" and env["nnUNet_n_proc_DA"] == "0" and env["PATH"] == "x"
     assert "FMABS_GENERALIST" not in la.run_stamp("MeanTeacherTrainer", env)  # no pseudo labels: not compared
     assert la.run_stamp("FMABSTrainer_HER_MV", env)["FMABS_GENERALIST"] == "litemedsam"
