@@ -234,7 +234,8 @@ PROTOCOLS: dict[str, Protocol] = {
         epochs=20, iterations_per_epoch=20, val_iterations=2, k=5, pl_rounds="0.5,0.75",
         generalist="litemedsam", generalist_dtype="bf16", tta=0, budget=6, max_cases=32,
         notes=("32 scans and a budget of 6 (the paper's 25 %): with all 80 an early teacher makes the first "
-               "LiteMedSAM round ~11,000 slices, hours on 2 cores; K = 5: 1 random scan at t = 0, 5 at t = 200","also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
+               "LiteMedSAM round ~11,000 slices, hours on 2 cores; K = 5: 1 random scan at t = 0, 5 at t = 200",
+               "also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
                "augmentation and sliding window (step 0.5, Gaussian weighting)",
                "distances are computed on the 1.5 mm grid and reported in 0.625 mm voxels (mm / 0.625), "
                "beside the paper's"),
