@@ -790,7 +790,7 @@ def _write_outputs(workdir: Path, cfg: dict, protocol: Protocol, runs: list[dict
     scans = f"{'/'.join(map(str, n_cases))} scans, " if n_cases else ""
     test_desc = (f"{scans}test list of {cfg['test_root']}" if cfg["test_root"]
                  else f"{scans}nnU-Net fold {cfg['fold']} validation scans of {cfg['la_root']}")
-    header = [f"# LA, Table 1 (FM-ABS, MICCAI 2024): ours beside the paper", "",
+    header = ["# LA, Table 1 (FM-ABS, MICCAI 2024): ours beside the paper", "",
               *(f"- {line}" for line in protocol.describe()),
               f"- {plan_desc}", f"- device {cfg['device']}; machine: {_machine()}",
               f"- data: {cfg['la_root']}" + (f", first {cfg['max_cases']} cases" if cfg["max_cases"] else ""),

@@ -91,7 +91,6 @@ def build(name: str, plans: dict, dataset_json: dict, device, n_batches: int):
     """(trainer, pre-fetched batches) for one entry of ALL_TRAINERS (not the +Yf ones)."""
     import copy
 
-    import torch
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 

@@ -6,7 +6,6 @@ Every subcommand imports what it needs when it runs, so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

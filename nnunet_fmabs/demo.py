@@ -24,7 +24,6 @@ miniature used by CI (about a minute); ``full`` is the paper's schedule (20,000 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

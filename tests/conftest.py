@@ -6,7 +6,6 @@ folder so that runs never see each other.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +88,16 @@ def nnunet_run(phantom_nnunet, plugin_path, tmp_path) -> dict:
 
 def fold_dir(run: dict, trainer: str, fold: int = 0) -> Path:
     return Path(run["env"]["nnUNet_results"]) / run["dataset"] / f"{trainer}__nnUNetPlans__3d_fullres" / f"fold_{fold}"
+
+
+@pytest.fixture
+def trainer_inputs(phantom_nnunet, monkeypatch, tmp_path) -> tuple[dict, dict]:
+    """(plans, dataset_json) of the shared phantom, for building a trainer in this process; nnU-Net's
+    variables point at the phantom and at a results folder of this test's own."""
+    import json
+
+    monkeypatch.setenv("nnUNet_preprocessed", phantom_nnunet["env"]["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    folder = Path(phantom_nnunet["env"]["nnUNet_preprocessed"]) / DATASET
+    return (json.loads((folder / "nnUNetPlans.json").read_text()),
+            json.loads((folder / "dataset.json").read_text()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 
 import numpy as np
@@ -28,14 +27,10 @@ def test_ignore_label_declared_wrongly():
         check_labels({"background": 0, "ignore": 1, "organ": 2}, "dataset.json of X", binary=False)
 
 
-def test_multi_class_dataset_to_the_binary_fmabs_trainer(phantom_nnunet, monkeypatch, tmp_path):
-    monkeypatch.setenv("nnUNet_preprocessed", phantom_nnunet["env"]["nnUNet_preprocessed"])
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+def test_multi_class_dataset_to_the_binary_fmabs_trainer(trainer_inputs):
     from nnunet_fmabs.trainers import FMABSTrainer_HER_MV, SupCrossTrainer
 
-    folder = os.path.join(phantom_nnunet["env"]["nnUNet_preprocessed"], DATASET)
-    plans = json.load(open(os.path.join(folder, "nnUNetPlans.json")))
-    dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
+    plans, dataset_json = trainer_inputs
     dataset_json["labels"] = {"background": 0, "atrium": 1, "ventricle": 2}
     with pytest.raises(DatasetError, match=f"{DATASET}.*binary.*2 foreground labels"):
         FMABSTrainer_HER_MV({**plans, "continue_training": False}, "3d_fullres", 0, dataset_json,

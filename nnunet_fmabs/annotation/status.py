@@ -35,7 +35,7 @@ def format_status(run_dir: str | os.PathLike) -> str:
         where = "does not exist" if not run_dir.exists() else f"has no FM-ABS state ({POOL_FILE} is missing)"
         raise RunStateError(
             f"{run_dir} {where}. Give the fold folder of an FM-ABS run, e.g. "
-            "$nnUNet_results/DatasetXXX_Name/FMABSTrainer_HER_MV__nnUNetPlans__3d_fullres/fold_0")
+            "$nnUNet_results/Dataset042_Name/FMABSTrainer_HER_MV__nnUNetPlans__3d_fullres/fold_0")
     state = _read_json(pool_path, "pool")
     budget = int(state.get("budget", 0))
     cases = state.get("cases", {})

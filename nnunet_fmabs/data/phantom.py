@@ -55,8 +55,8 @@ def make_phantom(
 ) -> Path:
     """Write the phantom as nnU-Net raw dataset ``out_dir/Dataset{dataset_id:03d}_{name}``; return that folder.
 
-    Layout: ``imagesTr/phantom_XXX_0000.nii.gz``, ``labelsTr/phantom_XXX.nii.gz``, the same for
-    ``imagesTs``/``labelsTs`` (cases ``phantom_test_XXX``) and ``dataset.json`` (channel "MRI",
+    Layout: ``imagesTr/phantom_NNN_0000.nii.gz``, ``labelsTr/phantom_NNN.nii.gz``, the same for
+    ``imagesTs``/``labelsTs`` (cases ``phantom_test_NNN``) and ``dataset.json`` (channel "MRI",
     labels background 0 / organ 1). ``shape`` is the NIfTI size (x, y, z), spacing
     :data:`SPACING_MM` mm. The folder appears only once complete; re-running replaces a phantom
     written before, and nothing else (:func:`nnunet_fmabs.data._io.staged_dataset`).

@@ -10,7 +10,6 @@ nnU-Net's previous-stage slot, so spatial augmentation moves image, target and Y
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -1,23 +1,14 @@
 """Issue 3: voxels that augmentation pads outside the image are ignore, not background."""
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import torch
 
-from tests.conftest import DATASET
 
-
-def test_padded_voxels_become_ignore_in_target_and_pseudo_label(phantom_nnunet, monkeypatch, tmp_path):
-    monkeypatch.setenv("nnUNet_preprocessed", phantom_nnunet["env"]["nnUNet_preprocessed"])
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+def test_padded_voxels_become_ignore_in_target_and_pseudo_label(trainer_inputs):
     from nnunet_fmabs.trainers import FMABSTrainer_RAND_MV
 
-    folder = os.path.join(phantom_nnunet["env"]["nnUNet_preprocessed"], DATASET)
-    plans = json.load(open(os.path.join(folder, "nnUNetPlans.json")))
-    dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
+    plans, dataset_json = trainer_inputs
     trainer = FMABSTrainer_RAND_MV({**plans, "continue_training": False}, "3d_fullres", 0, dataset_json,
                                    device=torch.device("cpu"))
     ignore = trainer.ignore_value
