@@ -417,12 +417,11 @@ def run_stamp(method: str, env: dict) -> dict:
 def cheap_generalist_path(workdir: Path) -> str:
     """PYTHONPATH entries that make the tests' cheap generalist ``box_threshold`` loadable by nnU-Net's
     subprocesses: a dummy distribution declaring the entry point (as tests/conftest.py does) and the repo."""
-    folder = workdir / "plugins" / "fmabs_bench_plugins-0.1.dist-info"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-bench-plugins\nVersion: 0.1\n")
-    (folder / "entry_points.txt").write_text(
-        "[nnunet_fmabs.generalists]\nbox_threshold = tests.plugins.box_generalist:BoxThresholdGeneralist\n")
-    return os.pathsep.join([str(workdir / "plugins"), str(REPO)])
+    from nnunet_fmabs.generalists.registry import declare_plugins
+
+    plugins = declare_plugins(workdir / "plugins", "fmabs-bench-plugins",
+                              {"box_threshold": "tests.plugins.box_generalist:BoxThresholdGeneralist"})
+    return os.pathsep.join([str(plugins), str(REPO)])
 
 
 def train_cmd(method: str, fold: str, plans_name: str, device: str, dataset_id: int = DATASET_ID) -> list[str]:

@@ -477,11 +477,7 @@ class DemoBoxGeneralist:
 
 def _declare_smoke_plugin(folder: Path) -> Path:
     """A dist-info folder declaring :class:`DemoBoxGeneralist` in the generalists' entry-point group."""
-    from nnunet_fmabs.generalists.registry import ENTRY_POINT_GROUP
+    from nnunet_fmabs.generalists.registry import declare_plugins
 
-    info = folder / "nnunet_fmabs_demo_smoke-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nnunet-fmabs-demo-smoke\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\n{SMOKE_GENERALIST} = nnunet_fmabs.demo:DemoBoxGeneralist\n")
-    return folder
+    return declare_plugins(folder, "nnunet-fmabs-demo-smoke",
+                           {SMOKE_GENERALIST: "nnunet_fmabs.demo:DemoBoxGeneralist"})

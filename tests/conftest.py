@@ -65,14 +65,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def plugin_path(tmp_path_factory) -> Path:
     """A folder with a dummy distribution declaring the test generalist ``box_threshold``."""
-    folder = tmp_path_factory.mktemp("plugins")
-    info = folder / "fmabs_test_plugins-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-test-plugins\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[nnunet_fmabs.generalists]\nbox_threshold = tests.plugins.box_generalist:BoxThresholdGeneralist\n"
-        "fails_after_first_round = tests.plugins.box_generalist:FailsAfterFirstRoundGeneralist\n")
-    return folder
+    from nnunet_fmabs.generalists.registry import declare_plugins
+
+    return declare_plugins(tmp_path_factory.mktemp("plugins"), "fmabs-test-plugins", {
+        "box_threshold": "tests.plugins.box_generalist:BoxThresholdGeneralist",
+        "fails_after_first_round": "tests.plugins.box_generalist:FailsAfterFirstRoundGeneralist"})
 
 
 @pytest.fixture

@@ -65,12 +65,10 @@ def main() -> int:
     env.update(RUN_ENV, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "pp"),
                FMABS_GENERALIST=args.generalist)
     if args.generalist == "box_threshold":
-        plugins = work / "plugins"
-        info = plugins / "fmabs_harness_plugins-0.1.dist-info"
-        info.mkdir(parents=True, exist_ok=True)
-        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-harness-plugins\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(
-            "[nnunet_fmabs.generalists]\nbox_threshold = tests.plugins.box_generalist:BoxThresholdGeneralist\n")
+        from nnunet_fmabs.generalists.registry import declare_plugins
+
+        plugins = declare_plugins(work / "plugins", "fmabs-harness-plugins",
+                                  {"box_threshold": "tests.plugins.box_generalist:BoxThresholdGeneralist"})
         env["PYTHONPATH"] = os.pathsep.join([str(plugins), str(REPO)])
     if not (work / "pp" / "Dataset991_FMABSPhantom").is_dir():
         from nnunet_fmabs.data.phantom import make_phantom

@@ -12,7 +12,9 @@ registered ones (napari npe2 / pytest style).
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import warnings
+from pathlib import Path
 from typing import Callable, TypeVar
 
 ENTRY_POINT_GROUP = "nnunet_fmabs.generalists"
@@ -35,6 +37,20 @@ def register_generalist(name: str) -> Callable[[_T], _T]:
         return cls
 
     return decorate
+
+
+def declare_plugins(folder: str | os.PathLike, distribution: str, plugins: dict[str, str],
+                    group: str = ENTRY_POINT_GROUP) -> Path:
+    """Declare ``{name: "module:Class"}`` in ``group`` without installing a package: a minimal
+    ``<distribution>-0.dist-info`` under ``folder``, which importlib.metadata finds once ``folder``
+    is on ``sys.path`` (``PYTHONPATH`` for nnU-Net's subprocesses). Returns ``folder``."""
+    folder = Path(folder)
+    info = folder / f"{distribution.replace('-', '_')}-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in plugins.items())
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
+    return folder
 
 
 def _load_entry_points() -> None:

@@ -8,8 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from nnunet_fmabs.generalists import (DEFAULT_GENERALIST, ENTRY_POINT_GROUP, Generalist, available_generalists,
-                                      generalist_class, get_generalist, registry)
+from nnunet_fmabs.generalists import (DEFAULT_GENERALIST, Generalist, available_generalists,
+                                      declare_plugins, generalist_class, get_generalist, registry)
 
 BUILT_IN = {"litemedsam", "mobilesam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam"}
 
@@ -73,10 +73,7 @@ class BoxGeneralist:
 
 def test_entry_point_plugin_is_discovered_lazily(tmp_path, monkeypatch):
     (tmp_path / "fmabs_box_plugin.py").write_text(PLUGIN)
-    dist = tmp_path / "fmabs_box_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-box-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nboxes = fmabs_box_plugin:BoxGeneralist\n")
+    declare_plugins(tmp_path, "fmabs-box-plugin", {"boxes": "fmabs_box_plugin:BoxGeneralist"})
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
@@ -91,10 +88,7 @@ def test_entry_point_plugin_is_discovered_lazily(tmp_path, monkeypatch):
 
 def test_a_broken_plugin_warns_when_listing_and_raises_when_asked_for(tmp_path, monkeypatch):
     (tmp_path / "fmabs_broken_plugin.py").write_text("raise RuntimeError('needs a GPU driver')\n")
-    dist = tmp_path / "fmabs_broken_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fmabs-broken-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nbroken = fmabs_broken_plugin:Model\n")
+    declare_plugins(tmp_path, "fmabs-broken-plugin", {"broken": "fmabs_broken_plugin:Model"})
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_BROKEN", {})
