@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_fmabs import atomic
+from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, RECIPES, PromptRecipe
+
+
+
+def _off_or(value: float | None) -> str:
+    return "off" if value is None else f"{value:g}"
 
 
 class SettingsMismatchError(RuntimeError):
@@ -37,8 +43,17 @@ class RunSettings:
     embedding_cache: str = "run"  # run | off | a folder shared by several runs
     embedding_cache_gb: float = 4.0
     pl_rounds: str = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"  # pseudo-label rounds, fractions of t_max
-    n_points: int = 5  # positive points per prompted slice (2.2)
-    max_box_growth: int = 10  # random box growth in pixels per side (2.2)
+    # prompts (2.2): FMABS_PROMPT_RECIPE names a recipe (default | paper) whose values are the defaults of
+    # the fields below; each may be overridden on its own (the run then stores recipe "custom")
+    prompt_recipe: str = "default"
+    box_growth_mm: float = DEFAULT_RECIPE.box_growth_mm  # random growth of each box side, 0..g mm
+    object_filter: int = int(DEFAULT_RECIPE.object_filter)  # 1: prompt the teacher's main object only
+    min_slice_area_mm2: float = DEFAULT_RECIPE.min_slice_area_mm2  # smaller slices of the object: no prompt
+    n_points: str = "auto" if DEFAULT_RECIPE.n_points is None else str(DEFAULT_RECIPE.n_points)
+    limit_to_teacher_mm: str = _off_or(DEFAULT_RECIPE.limit_to_teacher_mm)  # off | mm around the teacher's object
+    pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
+    # trained on (nnunet_fmabs.pseudolabels.quality); off: every round is
+    pl_guard_margin: float = 0.05  # how far below the teacher (Dice on the expert's planes) Y_f may be
     epochs: int = 0  # 0: the trainer's default (the paper's 20,000 iterations)
     iterations_per_epoch: int = 0
     val_iterations: int = 0
@@ -49,6 +64,8 @@ class RunSettings:
     def from_environ(cls, environ: dict[str, str] | None = None, **defaults: Any) -> "RunSettings":
         """Read ``FMABS_<FIELD>`` variables; ``defaults`` come from the trainer class."""
         environ = os.environ if environ is None else environ
+        defaults = {**_recipe_defaults(environ.get(env_name("prompt_recipe")) or defaults.get("prompt_recipe")
+                                       or "default"), **defaults}
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = environ.get(env_name(f.name))
@@ -58,6 +75,17 @@ class RunSettings:
                 continue
             values[f.name] = _parse(f, raw)
         return cls(**values)
+
+    def recipe(self) -> PromptRecipe:
+        """The prompt recipe these settings describe (named after FMABS_PROMPT_RECIPE unless a field
+        was overridden, then "custom")."""
+        base = RECIPES[self.prompt_recipe]
+        n_points = None if self.n_points == "auto" else int(self.n_points)
+        limit = None if self.limit_to_teacher_mm == "off" else float(self.limit_to_teacher_mm)
+        recipe = base.with_(name=base.name, box_growth_mm=float(self.box_growth_mm),
+                            object_filter=bool(self.object_filter), min_slice_area_mm2=float(self.min_slice_area_mm2),
+                            n_points=n_points, limit_to_teacher_mm=limit)
+        return recipe if recipe == base else recipe.with_()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,12 +113,34 @@ class RunSettings:
         return json.loads(Path(path).read_text())
 
 
+def _recipe_defaults(name: str) -> dict[str, Any]:
+    if name not in RECIPES:
+        raise ValueError(f"{env_name('prompt_recipe')}={name!r}: known recipes are {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    return {"prompt_recipe": name, "box_growth_mm": recipe.box_growth_mm, "object_filter": int(recipe.object_filter),
+            "min_slice_area_mm2": recipe.min_slice_area_mm2,
+            "n_points": "auto" if recipe.n_points is None else str(recipe.n_points),
+            "limit_to_teacher_mm": _off_or(recipe.limit_to_teacher_mm)}
+
+
 def env_name(field_name: str) -> str:
     return "FMABS_" + field_name.upper()
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
+    if f.name == "limit_to_teacher_mm" and raw != "off":
+        try:
+            if not float(raw) >= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{env_name(f.name)}={raw!r}: use 'off' or a distance in mm >= 0") from None
+    if f.name == "n_points" and raw != "auto":
+        try:
+            if int(raw) < 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{env_name(f.name)}={raw!r}: use 'auto' or a whole number >= 0") from None
     try:
         return typ(raw)
     except ValueError:

@@ -157,8 +157,17 @@ class Generalist(ABC):
         """(k, 2) slice coordinates -> encoder input coordinates."""
 
     def transform_box(self, box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        """(4,) slice box -> encoder input box (default: both corners as points)."""
-        return self.transform_points(box.reshape(2, 2), shape).reshape(4)
+        """(4,) slice box, inclusive pixel indices -> encoder input box, inclusive pixel indices.
+
+        The box covers pixel edges [x0, x1 + 1) x [y0, y1 + 1); both edges are scaled and the far one
+        turned back into an inclusive index: (x0 s, y0 s, (x1 + 1) s - 1, (y1 + 1) s - 1) for a scale s.
+        Scaling the inclusive last index itself (as the upstream scripts do) loses the object's last
+        s - 1 resized rows and columns: 4 px of 256 for a 60-px slice (issue 12, defect 1).
+        """
+        box = np.asarray(box, dtype=np.float64).reshape(2, 2)
+        near = self.transform_points(box[:1], shape)
+        far = self.transform_points(box[1:] + 1.0, shape) - 1.0
+        return np.concatenate([near, np.maximum(far, near)], axis=None)
 
     @abstractmethod
     def postprocess(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

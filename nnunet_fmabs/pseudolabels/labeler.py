@@ -1,65 +1,89 @@
 """Teacher-prompted multi-view pseudo labels (2.2, Fig. 2): from the teacher mask P^t to Y_f.
 
-For each view (array axes 0, 1, 2) and each slice where P^t has foreground, the object's box grown
-by a random 0-10 px and n random positive points prompt the frozen generalist; its slice masks stack
+For each view (array axes 0, 1, 2) and each slice where the teacher's object has foreground, the
+object's box grown by a random 0-g mm (:class:`PromptRecipe`) and n random positive points prompt the
+frozen generalist; its slice masks stack
 into one 3D mask per view (Y_a, Y_c, Y_s), which UA or MV fuses into Y_f.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from nnunet_fmabs.pseudolabels.fusion import fuse
-from nnunet_fmabs.pseudolabels.prompts import volume_prompts
+from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, PromptRecipe, teacher_object, teacher_prompts
 
 
 @dataclass
 class VolumeLabels:
-    """One scan's pseudo labels: the three view masks and their fusion Y_f (booleans, same shape)."""
+    """One scan's pseudo labels: the three view masks and their fusion Y_f (booleans, same shape);
+    ``scores[v]`` maps each prompted slice index of view v to the generalist's predicted IoU (NaN for
+    a generalist that gives none)."""
 
     views: tuple[np.ndarray, np.ndarray, np.ndarray]
     fused: np.ndarray
     n_prompted_slices: int
+    scores: tuple[dict, dict, dict] = field(default_factory=lambda: ({}, {}, {}))
 
 
 def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: np.random.Generator, *,
-                 fusion: str = "MV", n_points: int = 5, max_box_growth: int = 10,
-                 cache_key: tuple | None = None) -> VolumeLabels:
+                 spacing: Sequence[float] | None = None, fusion: str = "MV",
+                 recipe: PromptRecipe | None = None, cache_key: tuple | None = None) -> VolumeLabels:
     """Y_a, Y_c, Y_s from the generalist prompted by ``teacher_mask``, and Y_f = fuse(...) (2.2).
 
-    ``image`` is one channel of the preprocessed scan (3D); ``cache_key`` identifies the scan for
-    the generalist's embedding cache (view and slice index are appended per slice).
+    ``image``: one channel of the scan (3D), on the teacher mask's grid; ``spacing``: mm per voxel along
+    its axes (None: 1 mm, i.e. the recipe's millimetres are voxels); ``recipe``: how prompts are built
+    (default :data:`DEFAULT_RECIPE`, the measured best); ``cache_key`` identifies the scan for the
+    generalist's embedding cache (view and slice index are appended per slice).
     """
     if image.shape != teacher_mask.shape:
         raise ValueError(f"image {image.shape} and teacher mask {teacher_mask.shape} differ in shape")
-    teacher_mask = teacher_mask.astype(bool)
-    views = []
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    teacher_mask = np.asarray(teacher_mask).astype(bool)
+    prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, (1.0, 1.0, 1.0) if spacing is None else spacing)
+    views, scores = [], []
     n_prompted = 0
-    for axis in range(3):
+    for axis, prompts in enumerate(prompts_per_view):
         view = np.zeros(teacher_mask.shape, dtype=bool)
-        prompts = volume_prompts(teacher_mask, axis, rng, max_growth=max_box_growth, n_points=n_points)
+        view_scores: dict[int, float] = {}
         if prompts:
             indices = [i for i, _ in prompts]
             slices = [np.ascontiguousarray(np.take(image, i, axis=axis)).astype(np.float32) for i in indices]
             boxes = np.array([p.box for _, p in prompts], dtype=np.float64)
             points = [np.asarray(p.points, dtype=np.float64) for _, p in prompts]
             keys = None if cache_key is None else [(*cache_key, axis, int(i)) for i in indices]
-            masks = _segment(generalist, slices, boxes, points, keys)
-            for i, m in zip(indices, masks):
+            masks, ious = _segment(generalist, slices, boxes, points, keys)
+            for i, m, score in zip(indices, masks, ious):
                 index = [slice(None)] * 3
                 index[axis] = i
                 view[tuple(index)] = m
+                view_scores[int(i)] = float(score)
             n_prompted += len(indices)
         views.append(view)
-    return VolumeLabels(tuple(views), fuse(views, fusion), n_prompted)  # type: ignore[arg-type]
+        scores.append(view_scores)
+    fused = fuse(views, fusion)
+    if recipe.limit_to_teacher_mm is not None:
+        fused &= near_teacher(teacher_mask, recipe, spacing)
+    return VolumeLabels(tuple(views), fused, n_prompted, tuple(scores))  # type: ignore[arg-type]
+
+
+def near_teacher(teacher_mask: np.ndarray, recipe: PromptRecipe, spacing: Sequence[float] | None) -> np.ndarray:
+    """Voxels within ``recipe.limit_to_teacher_mm`` mm of the teacher's object (its filtered mask)."""
+    obj = teacher_object(teacher_mask, recipe.min_object_fraction) if recipe.object_filter else teacher_mask
+    if not obj.any():
+        return obj
+    sampling = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
+    return ndimage.distance_transform_edt(~obj, sampling=sampling) <= recipe.limit_to_teacher_mm
 
 
 def _segment(generalist, slices, boxes, points, keys):
     if hasattr(generalist, "predict"):
-        masks, _scores = generalist.predict(slices, boxes, points, cache_keys=keys)
-        return masks
-    return generalist.segment(slices, boxes, points)  # a minimal third-party generalist
+        return generalist.predict(slices, boxes, points, cache_keys=keys)
+    masks = generalist.segment(slices, boxes, points)  # a minimal third-party generalist
+    return masks, np.full(len(slices), np.nan)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -53,8 +53,47 @@ class PseudoLabelStore:
         return {p.name[: -len(".npz")] for p in partial.glob("*.npz") if not p.name.startswith(".")}
 
     @staticmethod
-    def save_case(partial: Path, case: str, y_f: np.ndarray) -> None:
-        atomic.save_npz(partial / f"{case}.npz", y=y_f.astype(np.uint8))
+    def save_case(partial: Path, case: str, y_f: np.ndarray, teacher: np.ndarray | None = None,
+                  planes: np.ndarray | None = None) -> None:
+        """``y``: what training reads (uint8); ``teacher``: the teacher mask P^t that prompted it (kept
+        for pictures and ``benchmarks/pseudolabel_quality.py``); ``planes``: the case's agreement with the
+        expert's planes (:class:`~nnunet_fmabs.pseudolabels.quality.PlaneAgreement` as an array)."""
+        arrays = {"y": y_f.astype(np.uint8)}
+        if teacher is not None:
+            arrays["teacher"] = np.packbits(np.asarray(teacher, dtype=bool))
+            arrays["teacher_shape"] = np.asarray(np.shape(teacher), dtype=np.int64)
+        if planes is not None:
+            arrays["planes"] = np.asarray(planes, dtype=np.int64)
+        atomic.save_npz(partial / f"{case}.npz", **arrays)
+
+    @staticmethod
+    def case_planes(partial: Path) -> dict[str, np.ndarray]:
+        """The expert-plane agreement saved with each case of a round that has it."""
+        out = {}
+        for path in sorted(partial.glob("*.npz")):
+            with np.load(path) as z:
+                if "planes" in z:
+                    out[path.stem] = z["planes"]
+        return out
+
+    @staticmethod
+    def replace_labels(partial: Path, case: str, y: np.ndarray) -> None:
+        """Train on ``y`` instead of the generalist's Y_f (kept as ``y_generalist``); idempotent."""
+        path = partial / f"{case}.npz"
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays.setdefault("y_generalist", arrays["y"])
+        arrays["y"] = y.astype(np.uint8)
+        atomic.save_npz(path, **arrays)
+
+    @staticmethod
+    def load_teacher(path: Path) -> np.ndarray | None:
+        """The teacher mask saved with a case's Y_f (None for rounds written before it was kept)."""
+        with np.load(path) as z:
+            if "teacher" not in z:
+                return None
+            shape = tuple(int(i) for i in z["teacher_shape"])
+            return np.unpackbits(z["teacher"], count=int(np.prod(shape))).reshape(shape).astype(bool)
 
     def commit_round(self, index: int, partial: Path, *, iteration: int, reason: str, stats: dict) -> Path:
         final = self.folder / f"round_{index:02d}"

@@ -36,7 +36,9 @@ from nnunet_fmabs.annotation.pool import LabeledPool, PoolError
 from nnunet_fmabs.annotation.rounds import budget_from_spec, round_iterations, round_sizes
 from nnunet_fmabs.losses import (consistency_loss, ema_update, noise_tolerant_dice, partial_cross_entropy,
                                  perturb)
+from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
 from nnunet_fmabs.pseudolabels.labeler import dice, label_volume
+from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 from nnunet_fmabs.samplers import get_sampler, select_cases
 from nnunet_fmabs.schedules import at_epoch_start, gaussian_rampup, lambda_c, lambda_sam
@@ -182,6 +184,9 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             f"{[s for s, _ in self.round_plan]} at iterations {[t for _, t in self.round_plan]}, "
             f"sampler {self.sampler}, fusion {self.fusion}, expert {self.expert.name}, t_max {self.t_max}, "
             f"pseudo-label rounds at {self.pl_plan}")
+        if self.use_sam_loss:
+            self.print_to_log_file(f"FM-ABS {self.settings.recipe().describe()}; training grid spacing "
+                                   f"{list(self.configuration_manager.spacing)} mm; fusion {self.fusion}")
 
     def _resume_command(self) -> str:
         """The command that continues this run: the user's own nnUNetv2_train line plus --c."""
@@ -358,9 +363,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
                 for c, info in self.pool.state["cases"].items()}
 
     def _pseudo_label_round(self, t: int, reason: str) -> None:
-        """Teacher mask -> prompts -> generalist per view -> UA/MV -> expert override -> Y_f (2.2)."""
-        from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
-
+        """Teacher mask -> prompts -> generalist per view -> UA/MV -> expert override -> Y_f (2.2), then the
+        round guard (expert planes)."""
         teacher = self.teacher
         fingerprint = _fingerprint(teacher)
         index, partial = self.pl_store.begin_round(fingerprint)
@@ -378,13 +382,15 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             teacher_mask = probs.argmax(0) > 0
             rng = np.random.default_rng([self.settings.seed, 7919 + index, zlib.crc32(case.encode())])
             labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=self.fusion,
-                                  n_points=self.settings.n_points, max_box_growth=self.settings.max_box_growth,
+                                  spacing=self.configuration_manager.spacing, recipe=self.settings.recipe(),
                                   cache_key=(self.plans_manager.dataset_name, self.configuration_name, case))
             y_f = labels.fused.astype(np.uint8)
+            planes = None
             if case in sources:  # on the expert's slices the expert's labels replace Y_f
-                y_f = apply_expert_labels(labels.fused, self._cross_target(case, sources, teacher_mask.shape),
-                                          self.ignore_value)
-            self.pl_store.save_case(partial, case, y_f)
+                cross = self._cross_target(case, sources, teacher_mask.shape)
+                planes = PlaneAgreement.of_case(labels.fused, teacher_mask, cross, self.ignore_value).as_array()
+                y_f = apply_expert_labels(labels.fused, cross, self.ignore_value)
+            self.pl_store.save_case(partial, case, y_f, teacher_mask, planes)
             kill_point("pseudo_label_case")
             stats["prompted_slices"] += labels.n_prompted_slices
             if simulation:  # measured for the log, never trained on
@@ -398,11 +404,35 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         if stats["dice_yf"]:
             summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
             summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))
+        summary.update(self._guard_round(partial, sources))
         kill_point("before_pseudo_label_commit")
         final = self.pl_store.commit_round(index, partial, iteration=t, reason=reason, stats=summary)
         self.print_to_log_file(f"pseudo-label round {index} ({reason}) at iteration {t}: {summary}")
         if figure_case is not None:
-            self._round_figure(final, *figure_case)
+            self._round_figure(final, *figure_case, summary=summary)
+
+    def _guard_round(self, partial: Path, sources: dict) -> dict:
+        """The round guard (nnunet_fmabs.pseudolabels.quality): Y_f and teacher against the expert's planes;
+        a rejected round trains on the expert's planes only (Y_f kept in the files as ``y_generalist``)."""
+        agreement = sum((PlaneAgreement.from_array(v) for v in self.pl_store.case_planes(partial).values()),
+                        PlaneAgreement())
+        accepted = self.settings.pl_guard == "off" or round_accepted(agreement, self.settings.pl_guard_margin)
+        out = {"planes_dice_yf": agreement.dice_yf, "planes_dice_teacher": agreement.dice_teacher,
+               "planes_voxels": agreement.voxels, "accepted": bool(accepted)}
+        if not accepted:
+            for case in self.pl_store.done_cases(partial):
+                shape = self.pl_store.load_teacher(partial / f"{case}.npz").shape
+                fallback = np.full(shape, self.ignore_value, dtype=np.uint8)
+                if case in sources:  # the expert's planes, unknown elsewhere
+                    cross = self._cross_target(case, sources, shape)
+                    fallback = np.where((cross >= 0) & (cross != self.ignore_value), cross,
+                                        self.ignore_value).astype(np.uint8)
+                self.pl_store.replace_labels(partial, case, fallback)
+            self.print_to_log_file(
+                f"pseudo-label round REJECTED by the guard: on the expert's planes Y_f Dice {agreement.dice_yf:.3f} "
+                f"< teacher {agreement.dice_teacher:.3f} - {self.settings.pl_guard_margin:g}; this round trains "
+                "L_sup^SAM on the expert's planes only")
+        return out
 
     def _cross_target(self, case: str, sources: dict, shape) -> np.ndarray:
         kind, path = sources[case]
@@ -416,12 +446,14 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             ann = CrossAnnotation(tuple(int(i) for i in z["slices"]), (z["axis0"], z["axis1"], z["axis2"]))
         return ann.to_volume(shape, self.ignore_value)
 
-    def _round_figure(self, folder: Path, case, image, teacher_mask, labels, gt) -> None:
+    def _round_figure(self, folder: Path, case, image, teacher_mask, labels, gt, summary: dict) -> None:
         try:
             from nnunet_fmabs.pseudolabels.figure import save_round_figure
 
+            guard = (f"expert planes: Dice Y_f {summary['planes_dice_yf']:.3f} vs teacher "
+                     f"{summary['planes_dice_teacher']:.3f} -> round {'accepted' if summary['accepted'] else 'REJECTED'}")
             save_round_figure(folder / f"{case}.png", image, teacher_mask, labels.views, labels.fused, gt,
-                              title=f"{case}: teacher, per-view generalist masks, fused Y_f ({self.fusion})")
+                              title=f"{case}: teacher, per-view generalist masks, fused Y_f ({self.fusion})\n{guard}")
         except Exception as e:  # a picture must never stop training
             self.print_to_log_file(f"could not draw the pseudo-label figure: {e}")
 

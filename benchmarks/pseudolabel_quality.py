@@ -1,0 +1,292 @@
+"""Pseudo-label quality on real LA scans: Dice(Y_f) - Dice(teacher), per teacher, recipe and fusion (2.2).
+
+The question of issue 12: does the generalist, prompted by a teacher mask P^t, give pseudo labels Y_f
+that are better than P^t itself? Measured on the LA training scans (``--la-root``, UA-MT layout), at
+the CPU protocol's 1.5 mm grid and at the native 0.625 mm, for
+
+- simulated teachers, built in mm from the ground truth so that they are the same object at both
+  resolutions: ``gt``; ``dilated`` (3 mm); ``dilated+blobs`` (3 mm and three 7.5-mm stray cubes);
+  ``gt+blobs`` (six cubes); ``eroded`` (3 mm); ``shifted`` (3 mm along the first axis);
+- real teacher snapshots: the teacher masks an FM-ABS run saved with each pseudo-label round
+  (``--real-run``: a run's ``fold_N`` folder; its ``fmabs/pseudolabels/round_NN/<case>.npz`` hold
+  ``teacher`` next to ``y``), on the run's preprocessed grid, and upsampled to the native grid.
+
+Every recipe reuses one embedding cache (the image encoder runs once per slice, each further recipe
+costs the mask decoder only). Fusions are computed from the same three view masks: MV, UA, and the
+guards that compare with the teacher (``MV&T+d``: MV inside the teacher dilated by d mm). The printed
+table is what benchmarks/README.md shows; ``--json`` keeps every case.
+
+    python benchmarks/pseudolabel_quality.py --cases 4 --resolutions 1.5 native
+    python benchmarks/pseudolabel_quality.py --real-run RUN/fold_0 --resolutions 1.5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nnunet_fmabs.data.la import IMAGE_FOLDER, LA_SPACING_MM, H5_NAME, load_la_case, read_case_list, resample_case  # noqa: E402
+from nnunet_fmabs.pseudolabels.fusion import fuse  # noqa: E402
+from nnunet_fmabs.pseudolabels.labeler import dice, label_volume  # noqa: E402
+from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, PAPER_RECIPE, PromptRecipe  # noqa: E402
+
+SIM_TEACHERS = ("gt", "dilated", "dilated+blobs", "gt+blobs", "eroded", "shifted")
+OVER_SEGMENTING = ("dilated", "dilated+blobs", "gt+blobs")
+
+RECIPE_GRID: dict[str, PromptRecipe] = {
+    "paper": PAPER_RECIPE,
+    "default": DEFAULT_RECIPE,
+    "all-fg, 10 px of grid (old)": PAPER_RECIPE.with_(object_filter=False),  # growth fixed below per grid
+    "object, 0 mm": PAPER_RECIPE.with_(box_growth_mm=0.0),
+    "object, 2.5 mm": PAPER_RECIPE.with_(box_growth_mm=2.5),
+    "object, 6.25 mm": PAPER_RECIPE.with_(box_growth_mm=6.25),
+    "object, 2.5 mm, no specks<20mm2": PAPER_RECIPE.with_(box_growth_mm=2.5, min_slice_area_mm2=20.0),
+    "object, 2.5 mm, no specks<60mm2": PAPER_RECIPE.with_(box_growth_mm=2.5, min_slice_area_mm2=60.0),
+    "all-fg, 2.5 mm": PAPER_RECIPE.with_(box_growth_mm=2.5, object_filter=False),
+}
+
+
+def sphere(radius_mm: float, spacing: float) -> np.ndarray:
+    r = int(np.ceil(radius_mm / spacing))
+    grid = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1] * spacing
+    return (grid ** 2).sum(0) <= radius_mm ** 2
+
+
+def grow_mm(mask: np.ndarray, mm: float, spacing: float) -> np.ndarray:
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
+
+
+def shrink_mm(mask: np.ndarray, mm: float, spacing: float) -> np.ndarray:
+    return ndimage.distance_transform_edt(mask, sampling=spacing) > mm
+
+
+def blobs(gt: np.ndarray, n: int, spacing: float, rng: np.random.Generator, side_mm: float = 7.5) -> np.ndarray:
+    """``n`` cubes of ``side_mm`` at random places 5-25 mm outside the object (positions in mm, so the
+    same cubes at every resolution)."""
+    out = np.zeros_like(gt)
+    distance = ndimage.distance_transform_edt(~gt, sampling=spacing)
+    candidates = np.argwhere((distance > 5) & (distance < 25))
+    half = max(1, int(round(side_mm / spacing / 2)))
+    for index in rng.choice(len(candidates), size=min(n, len(candidates)), replace=False):
+        c = candidates[index]
+        out[tuple(slice(max(0, v - half), v + half) for v in c)] = True
+    return out
+
+
+def simulated_teacher(kind: str, gt: np.ndarray, spacing: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "gt":
+        return gt.copy()
+    if kind == "dilated":
+        return grow_mm(gt, 3.0, spacing)
+    if kind == "dilated+blobs":
+        return grow_mm(gt, 3.0, spacing) | blobs(gt, 3, spacing, rng)
+    if kind == "gt+blobs":
+        return gt | blobs(gt, 6, spacing, rng)
+    if kind == "eroded":
+        return shrink_mm(gt, 3.0, spacing)
+    if kind == "shifted":
+        return np.roll(gt, int(round(3.0 / spacing)), axis=0)
+    raise ValueError(kind)
+
+
+def guarded(views, teacher: np.ndarray, spacing: float, rule: str) -> np.ndarray:
+    """Fusions of the three view masks; ``MV&T+d``: MV where the teacher dilated by d mm is foreground."""
+    if rule in ("MV", "UA"):
+        return fuse(views, rule)
+    if rule.startswith("MV&T+"):
+        return fuse(views, "MV") & grow_mm(teacher, float(rule[5:]), spacing)
+    if rule == "MV|T&G":  # teacher voxels where at least one view agrees, plus MV
+        votes = sum(v.astype(np.uint8) for v in views)
+        return (votes >= 2) | (teacher & (votes >= 1))
+    raise ValueError(rule)
+
+
+FUSIONS = ("MV", "UA", "MV&T+3", "MV&T+6", "MV|T&G")
+
+
+def load_case(la_root: Path, case: str, resolution: str):
+    image, label = load_la_case(la_root / IMAGE_FOLDER / case / H5_NAME)
+    if resolution == "native":
+        return image, label > 0, LA_SPACING_MM
+    spacing = float(resolution)
+    image, label = resample_case(image, label, LA_SPACING_MM, spacing)
+    return image, label > 0, spacing
+
+
+def real_teachers(run: Path, rounds: list[int] | None):
+    """(round, iteration, case, image, gt, teacher, spacing) on the run's preprocessed grid."""
+    import blosc2  # noqa: F401  (nnU-Net's preprocessed format)
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+
+    plans = json.loads((run.parent / "plans.json").read_text())
+    config = json.loads((run.parent / "plans.json").read_text())["configurations"]["3d_fullres"]
+    spacing = tuple(float(s) for s in config["spacing"])
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    pp = Path(nnUNet_preprocessed) / plans["dataset_name"] / config["data_identifier"]
+    dataset_class = infer_dataset_class(str(pp))
+    state = json.loads((run / "fmabs" / "pseudolabels" / "state.json").read_text())
+    for entry in state["rounds"]:
+        if rounds is not None and entry["round"] not in rounds:
+            continue
+        folder = run / "fmabs" / "pseudolabels" / entry["dir"]
+        for path in sorted(folder.glob("*.npz")):
+            teacher = PseudoLabelStore.load_teacher(path)
+            if teacher is None:
+                continue
+            case = path.stem
+            data, seg, _, props = dataset_class(str(pp), [case]).load_case(case)
+            yield entry["round"], entry["iteration"], case, np.asarray(data[0]), np.asarray(seg[0]) > 0, teacher, \
+                spacing, props
+
+
+def run_recipes(image, gt, teacher, spacing, generalist, recipes, key, seed, fusions=FUSIONS):
+    rows = []
+    d_teacher = dice(teacher, gt)
+    sp = (spacing,) * 3 if np.isscalar(spacing) else spacing
+    iso = float(np.mean(sp))
+    for name, recipe in recipes.items():
+        t0 = time.time()
+        out = label_volume(image, teacher, generalist, np.random.default_rng(seed), spacing=sp, recipe=recipe,
+                           cache_key=key)
+        seconds = time.time() - t0
+        row = {"recipe": name, "dice_teacher": d_teacher, "prompted": out.n_prompted_slices, "seconds": seconds,
+               "views": [dice(v, gt) for v in out.views]}
+        for rule in fusions:
+            row[rule] = dice(guarded(out.views, teacher, iso, rule), gt)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows, group_keys, fusions=FUSIONS):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in group_keys)].append(r)
+    lines = []
+    header = " | ".join(group_keys) + " | n | Dice teacher | " + " | ".join(f"{f} (gain)" for f in fusions) + \
+        " | slices/scan |"
+    lines.append("| " + header)
+    lines.append("|" + "---|" * (len(group_keys) + 4 + len(fusions)))
+    for key, rs in sorted(groups.items()):
+        t = np.mean([r["dice_teacher"] for r in rs])
+        cells = [f"{np.mean([r[f] for r in rs]):.3f} ({np.mean([r[f] - r['dice_teacher'] for r in rs]):+.3f})"
+                 for f in fusions]
+        lines.append("| " + " | ".join(str(k) for k in key) + f" | {len(rs)} | {t:.3f} | " + " | ".join(cells)
+                     + f" | {np.mean([r['prompted'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--la-root", type=Path, default=REPO.parent / "shared" / "data" / "LA")
+    p.add_argument("--cases", type=int, default=4, help="first N cases of train.list (simulated teachers)")
+    p.add_argument("--skip", type=int, default=0, help="skip the first cases of train.list")
+    p.add_argument("--resolutions", nargs="+", default=["1.5", "native"])
+    p.add_argument("--teachers", nargs="+", default=list(SIM_TEACHERS))
+    p.add_argument("--recipes", nargs="+", default=None, help=f"names from {list(RECIPE_GRID)}")
+    p.add_argument("--real-run", type=Path, default=None, help="a run's fold folder with saved teacher masks")
+    p.add_argument("--real-rounds", type=int, nargs="*", default=None)
+    p.add_argument("--real-cases", type=int, default=None, help="at most N cases per round")
+    p.add_argument("--generalist", default="litemedsam")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--use-points", action="store_true", help="pass the recipe's points to a box-only family")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/fmabs_plq_cache"))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from nnunet_fmabs.generalists import EmbeddingCache, get_generalist
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {} if args.dtype == "auto" else {"dtype": args.dtype}
+    if args.use_points:
+        options["use_points"] = True
+    generalist = get_generalist(args.generalist, device="cpu", **options)
+    generalist.set_cache(EmbeddingCache(args.cache, max_bytes=40 * 2**30))
+    print(f"generalist {generalist}", flush=True)
+    recipes = {k: RECIPE_GRID[k] for k in (args.recipes or list(RECIPE_GRID))}
+
+    rows = []
+    t_start = time.time()
+    cases = read_case_list(args.la_root / "train.list")[args.skip:args.skip + args.cases]
+    for resolution in args.resolutions if args.cases else []:
+        for case in cases:
+            image, gt, spacing = load_case(args.la_root, case, resolution)
+            grid_recipes = dict(recipes)
+            if "all-fg, 10 px of grid (old)" in grid_recipes:  # the old default: 10 px of whatever grid
+                grid_recipes["all-fg, 10 px of grid (old)"] = PAPER_RECIPE.with_(object_filter=False,
+                                                                                   box_growth_mm=10 * spacing)
+            for t_index, kind in enumerate(args.teachers):
+                teacher = simulated_teacher(kind, gt, spacing, seed=1000 + t_index)
+                for r in run_recipes(image, gt, teacher, spacing, generalist, grid_recipes,
+                                     ("la", resolution, case), args.seed):
+                    rows.append({"source": "simulated", "resolution": resolution, "case": case, "teacher": kind, **r})
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
+                          flush=True)
+    if args.real_run is not None:
+        per_round = defaultdict(int)
+        for rnd, iteration, case, image, gt, teacher, spacing, props in real_teachers(args.real_run, args.real_rounds):
+            if args.real_cases is not None and per_round[rnd] >= args.real_cases:
+                continue
+            per_round[rnd] += 1
+            for resolution in args.resolutions:
+                if resolution == "native":
+                    image_n, gt_n, teacher_n, sp = to_native(args.la_root, case, teacher, props, args.real_run)
+                    if image_n is None:
+                        continue
+                    out = run_recipes(image_n, gt_n, teacher_n, sp, generalist, recipes, ("la", "native", case),
+                                      args.seed)
+                else:
+                    out = run_recipes(image, gt, teacher, spacing, generalist, recipes,
+                                      ("real", str(args.real_run), case), args.seed)
+                for r in out:
+                    rows.append({"source": "real", "resolution": resolution, "case": case,
+                                 "teacher": f"real t={iteration}", **r})
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
+                          flush=True)
+    print(f"\n{len(rows)} rows in {time.time() - t_start:.0f} s; encoder stats {generalist.stats}\n")
+    print(summarize(rows, ("resolution", "teacher", "recipe")))
+    print()
+    over = [dict(r, teacher="over-segmenting (mean)") for r in rows if r["teacher"] in OVER_SEGMENTING]
+    real = [dict(r, teacher="real (mean)") for r in rows if r["source"] == "real"]
+    print(summarize(over + real, ("resolution", "teacher", "recipe")))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def to_native(la_root: Path, case: str, teacher_pp: np.ndarray, props, run: Path):
+    """The teacher of the run's grid (1.5 mm raw NIfTI, preprocessed) on the case's native 0.625 mm grid."""
+    from nnunet_fmabs.annotation.geometry import CaseGeometry
+
+    plans = json.loads((run.parent / "plans.json").read_text())
+    geometry = CaseGeometry.from_properties(props, plans["transpose_forward"], teacher_pp.shape)
+    raw_zyx = geometry.pp_volume_to_raw(teacher_pp.astype(np.uint8))
+    raw_xyz = np.transpose(raw_zyx, (2, 1, 0))
+    image, label = load_la_case(la_root / IMAGE_FOLDER / case / H5_NAME)
+    spacing_run = float(plans["configurations"]["3d_fullres"]["spacing"][0])
+    _, up = resample_case(raw_xyz.astype(np.float32), raw_xyz, spacing_run, LA_SPACING_MM)
+    teacher = np.zeros(label.shape, bool)
+    common = tuple(slice(0, min(a, b)) for a, b in zip(up.shape, label.shape))
+    teacher[common] = up[common] > 0
+    return image, label > 0, teacher, LA_SPACING_MM
+
+
+if __name__ == "__main__":
+    main()

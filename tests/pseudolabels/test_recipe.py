@@ -1,0 +1,162 @@
+"""Issue 12, defects 2-4: box growth in mm, prompts from the teacher's object, points made visible."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnunet_fmabs.pseudolabels.labeler import dice, label_volume
+from nnunet_fmabs.pseudolabels.prompts import (DEFAULT_RECIPE, PAPER_RECIPE, PromptRecipe, growth_in_pixels,
+                                               slice_object, teacher_object, teacher_prompts)
+from nnunet_fmabs.settings import RunSettings
+
+
+def test_growth_in_pixels_is_physical():
+    # the paper's 0-10 px of 0.625 mm = 6.25 mm: 10 px there, 4 px (6.0 mm) at 1.5 mm, never more than asked
+    assert PAPER_RECIPE.box_growth_mm == 6.25
+    assert growth_in_pixels(6.25, (0.625, 0.625)) == (10, 10)
+    assert growth_in_pixels(6.25, (1.5, 1.5)) == (4, 4)
+    # (rows mm, columns mm) -> (along x = columns, along y = rows)
+    assert growth_in_pixels(3.0, (2.0, 0.5)) == (6, 1)
+    assert growth_in_pixels(0.0, (1.0, 1.0)) == (0, 0)
+    with pytest.raises(ValueError):
+        growth_in_pixels(3.0, (0.0, 1.0))
+
+
+def test_teacher_prompts_grow_each_view_by_its_own_spacing():
+    mask = np.zeros((20, 30, 40), bool)
+    mask[8:12, 10:20, 15:25] = True
+    recipe = PAPER_RECIPE.with_(box_growth_mm=6.0)
+    spacing = (3.0, 1.0, 2.0)  # mm along axes 0, 1, 2
+    growth = {0: [], 1: [], 2: []}
+    for seed in range(60):
+        views = teacher_prompts(mask, np.random.default_rng(seed), recipe, spacing)
+        for axis, prompts in enumerate(views):
+            rows_cols = [a for a in range(3) if a != axis]
+            lo = [15, 15, 10][axis], [10, 8, 8][axis]  # tight box (x0, y0) of the slice: columns, rows
+            hi = [24, 24, 19][axis], [19, 11, 11][axis]
+            for _, prompt in prompts:
+                x0, y0, x1, y1 = prompt.box
+                growth[axis].append((lo[0] - x0, lo[1] - y0, x1 - hi[0], y1 - hi[1]))
+            assert len(prompts) == mask.any(axis=tuple(rows_cols)).sum()
+    # view 0: rows = axis 1 (1 mm), columns = axis 2 (2 mm): <= 3 px along x, <= 6 px along y
+    g = np.array(growth[0])
+    assert g.min() == 0 and g[:, [0, 2]].max() == 3 and g[:, [1, 3]].max() == 6
+    # view 1: rows = axis 0 (3 mm) -> <= 2 px along y; columns = axis 2 (2 mm) -> <= 3 px along x
+    g = np.array(growth[1])
+    assert g[:, [0, 2]].max() == 3 and g[:, [1, 3]].max() == 2
+    # view 2: rows = axis 0 (3 mm), columns = axis 1 (1 mm)
+    g = np.array(growth[2])
+    assert g[:, [0, 2]].max() == 6 and g[:, [1, 3]].max() == 2
+
+
+def _object_and_blobs():
+    mask = np.zeros((30, 30, 30), bool)
+    mask[10:20, 8:18, 12:22] = True  # the object: 1000 voxels
+    for corner in ((1, 1, 1), (26, 26, 26), (1, 26, 12), (26, 1, 14), (14, 27, 1), (15, 1, 27)):
+        mask[tuple(slice(c, c + 2) for c in corner)] = True  # six 8-voxel stray blobs
+    return mask
+
+
+def test_teacher_object_keeps_the_main_component_only():
+    mask = _object_and_blobs()
+    obj = teacher_object(mask, 0.1)
+    assert obj.sum() == 1000 and obj[10:20, 8:18, 12:22].all()
+    assert teacher_object(mask, 0.0).sum() == mask.sum()  # 0: no filter
+    # two large components are both the object (>= 10 % of the largest)
+    two = np.zeros((10, 10, 30), bool)
+    two[2:6, 2:6, 2:8] = True  # 96
+    two[2:6, 2:6, 20:22] = True  # 32
+    assert teacher_object(two, 0.1).sum() == 128 and teacher_object(two, 0.5).sum() == 96
+
+
+def test_slice_object_drops_specks_of_the_slice():
+    plane = np.zeros((20, 20), bool)
+    plane[5:15, 5:15] = True  # 100 px
+    plane[0, 19] = True  # a speck: 1 px < 10 % of 100
+    plane[17:19, 0:6] = True  # 12 px >= 10: kept
+    kept = slice_object(plane, 0.1)
+    assert kept.sum() == 112 and not kept[0, 19]
+
+
+def test_stray_blobs_neither_get_prompts_nor_stretch_the_box():
+    mask = _object_and_blobs()
+    rng = np.random.default_rng(0)
+    exact = PAPER_RECIPE.with_(box_growth_mm=0.0)
+    views = teacher_prompts(mask, rng, exact)
+    # view 0: only the object's slices 10..19, each with the object's exact box (x: axis 2, y: axis 1)
+    assert [i for i, _ in views[0]] == list(range(10, 20))
+    assert {p.box for _, p in views[0]} == {(12, 8, 21, 17)}
+    assert [i for i, _ in views[2]] == list(range(12, 22))
+    # without the filter the blobs' slices are prompted and slice 14 of view 0 spans the blob at y = 27
+    unfiltered = teacher_prompts(mask, rng, exact.with_(object_filter=False))
+    assert len(unfiltered[0]) > 10
+    assert dict(unfiltered[0])[14].box == (1, 8, 21, 28)
+
+
+def test_label_volume_keeps_blobs_out_of_y_f():
+    """ground truth + 6 blobs as the teacher: the box stand-in fills exactly the boxes it is given."""
+
+    class FillBox:
+        def segment(self, slices, boxes, points=None):
+            out = []
+            for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+                m = np.zeros(image.shape, bool)
+                m[y0:y1 + 1, x0:x1 + 1] = True
+                out.append(m)
+            return out
+
+    mask = _object_and_blobs()
+    gt = teacher_object(mask)
+    image = np.random.default_rng(0).normal(size=mask.shape).astype(np.float32)
+    recipe = PAPER_RECIPE.with_(box_growth_mm=0.0)
+    filtered = label_volume(image, mask, FillBox(), np.random.default_rng(0), recipe=recipe)
+    assert dice(filtered.fused, gt) == 1.0
+    unfiltered = label_volume(image, mask, FillBox(), np.random.default_rng(0),
+                              recipe=recipe.with_(object_filter=False))
+    assert dice(unfiltered.fused, gt) < 0.9  # the stretched boxes of three views agree outside the object
+    # Y_f limited to 1 mm around the teacher's object
+    limited = label_volume(image, mask, FillBox(), np.random.default_rng(0),
+                           recipe=recipe.with_(object_filter=False, limit_to_teacher_mm=0.0))
+    assert not (limited.fused & ~mask).any()
+
+
+def test_min_slice_area_skips_specks_of_the_object():
+    mask = np.zeros((12, 12, 12), bool)
+    mask[3:9, 3:9, 3:9] = True
+    mask[9, 5, 5] = True  # a 1-voxel tip on slice 9 of view 0
+    views = teacher_prompts(mask, np.random.default_rng(0), PAPER_RECIPE.with_(min_slice_area_mm2=2.0),
+                            spacing=(1.0, 1.0, 1.0))
+    assert [i for i, _ in views[0]] == list(range(3, 9))
+    views = teacher_prompts(mask, np.random.default_rng(0), PAPER_RECIPE, spacing=(1.0, 1.0, 1.0))
+    assert [i for i, _ in views[0]] == list(range(3, 10))
+
+
+def test_points_follow_the_recipe_or_the_generalist():
+    mask = np.zeros((8, 8, 8), bool)
+    mask[2:6, 2:6, 2:6] = True
+    rng = np.random.default_rng(0)
+    assert all(len(p.points) == 5 for _, p in teacher_prompts(mask, rng, PAPER_RECIPE)[0])
+    assert all(len(p.points) == 0 for _, p in teacher_prompts(mask, rng, PAPER_RECIPE.with_(n_points=0))[0])
+    auto = PAPER_RECIPE.with_(n_points=None)
+    assert all(len(p.points) == 3 for _, p in teacher_prompts(mask, rng, auto, n_points=3)[0])
+    assert "points: the generalist's choice" in auto.describe()
+
+
+def test_recipe_settings_named_and_overridden():
+    default = RunSettings.from_environ({})
+    assert default.recipe() == DEFAULT_RECIPE
+    paper = RunSettings.from_environ({"FMABS_PROMPT_RECIPE": "paper"})
+    assert paper.recipe() == PAPER_RECIPE and paper.box_growth_mm == 6.25
+    custom = RunSettings.from_environ({"FMABS_PROMPT_RECIPE": "paper", "FMABS_BOX_GROWTH_MM": "2"})
+    assert custom.recipe().name == "custom" and custom.recipe().box_growth_mm == 2.0
+    assert custom.to_dict()["prompt_recipe"] == "paper"
+    limited = RunSettings.from_environ({"FMABS_LIMIT_TO_TEACHER_MM": "4.5"})
+    assert limited.recipe().limit_to_teacher_mm == 4.5
+    with pytest.raises(ValueError, match="known recipes are default, paper"):
+        RunSettings.from_environ({"FMABS_PROMPT_RECIPE": "best"})
+    with pytest.raises(ValueError, match="FMABS_N_POINTS='many'"):
+        RunSettings.from_environ({"FMABS_N_POINTS": "many"})
+    with pytest.raises(ValueError, match="FMABS_LIMIT_TO_TEACHER_MM='-1'"):
+        RunSettings.from_environ({"FMABS_LIMIT_TO_TEACHER_MM": "-1"})
+    with pytest.raises(ValueError):
+        PromptRecipe(box_growth_mm=-1.0)
