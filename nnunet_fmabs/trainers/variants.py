@@ -16,6 +16,12 @@ class FMABSTrainer_HER_UA(FMABSTrainer): sampler, fusion = "HER", "UA"
 class FMABSTrainer_HER_MV(FMABSTrainer): sampler, fusion = "HER", "MV"
 
 
+# -- the baselines' label schedule: the whole budget picked at random at t = 0, as Sup cross / MT get it,
+#    so that FM-ABS vs MeanTeacherTrainer isolates the generalist (issue 12, defect 5)
+class FMABSTrainer_RAND_MV_t0(FMABSTrainer_RAND_MV): active_rounds = False
+class FMABSTrainer_RAND_UA_t0(FMABSTrainer_RAND_UA): active_rounds = False
+
+
 # -- ablations of the collaboration (section 3, "without L_sup^SAM", "without L_c") ---------------
 class FMABSTrainer_RAND_MV_noSAM(FMABSTrainer_RAND_MV): use_sam_loss = False
 class FMABSTrainer_RAND_MV_noCons(FMABSTrainer_RAND_MV): use_consistency = False

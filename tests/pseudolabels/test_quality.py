@@ -1,0 +1,111 @@
+"""The ground-truth-free quality signal and the round guard (issue 12): the expert's planes as yardstick."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, plane_overlap, round_accepted
+
+IGNORE = 2
+
+
+def _cross():
+    cross = np.full((4, 5, 6), IGNORE, np.int16)
+    cross[1] = 0  # the expert's plane of axis 0: 30 voxels
+    cross[1, 1:3, 1:4] = 1  # 6 foreground voxels
+    return cross
+
+
+def test_plane_overlap_counts_only_the_experts_voxels():
+    cross = _cross()
+    mask = np.zeros(cross.shape, bool)
+    mask[:, 1:3, 1:3] = True  # on the plane: 4 voxels, all foreground for the expert; 12 more off the plane
+    assert plane_overlap(mask, cross, IGNORE) == (8, 10)  # Dice 2 * 4 / (4 + 6)
+    assert plane_overlap(np.zeros(cross.shape), cross, IGNORE) == (0, 6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        plane_overlap(mask[:2], cross, IGNORE)
+
+
+def test_plane_agreement_pools_cases_and_round_trips():
+    cross = _cross()
+    teacher = cross == 1
+    fused = np.zeros(cross.shape, bool)
+    fused[1, 1:3, 1:2] = True  # 2 of the expert's 6
+    a = PlaneAgreement.of_case(fused, teacher, cross, IGNORE)
+    assert (a.yf_overlap, a.yf_total, a.teacher_overlap, a.teacher_total, a.voxels) == (4, 8, 12, 12, 30)
+    assert a.dice_yf == 0.5 and a.dice_teacher == 1.0
+    b = PlaneAgreement.of_case(teacher, teacher, cross, IGNORE)
+    pooled = a + b
+    assert pooled.dice_yf == (4 + 12) / (8 + 12) and pooled.voxels == 60
+    assert PlaneAgreement.from_array(pooled.as_array()) == pooled
+
+
+def test_round_accepted_within_the_margin():
+    good = PlaneAgreement(90, 100, 92, 100, 500)  # 0.90 vs 0.92
+    assert round_accepted(good, 0.05) and not round_accepted(good, 0.01)
+    assert not round_accepted(PlaneAgreement(60, 100, 90, 100, 500), 0.05)
+    assert round_accepted(PlaneAgreement(), 0.05)  # no expert planes: nothing to judge by
+
+
+class _Everything:
+    """A generalist that marks the whole slice: Y_f is far worse than the teacher on the expert's planes."""
+
+    def segment(self, slices, boxes, points=None):
+        return [np.ones(np.shape(s), bool) for s in slices]
+
+
+@pytest.mark.parametrize("guard", ["planes", "off"])
+def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phantom_nnunet, monkeypatch, guard):
+    for k, v in phantom_nnunet["env"].items():
+        if k.startswith("FMABS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("FMABS_BUDGET", "2")
+    monkeypatch.setenv("FMABS_PL_GUARD", guard)
+    plans, dataset_json = trainer_inputs
+    plans["continue_training"] = False
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+    from nnunet_fmabs.trainers import FMABSTrainer_RAND_MV
+
+    trainer = FMABSTrainer_RAND_MV(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+    trainer.initialize()
+    trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
+    trainer._open_run_state()
+    trainer._run_due_events(initial=True)
+    # a good teacher: the dense truth of the scan being labeled (simulation only; never trained on)
+    load = trainer._load_case
+    last = {}
+
+    def remember(case):
+        out = load(case)
+        last["seg"] = np.asarray(out[1][0]) > 0
+        return out
+
+    monkeypatch.setattr(trainer, "_load_case", remember)
+    monkeypatch.setattr(trainer, "_predict", lambda net, data: np.stack([~last["seg"], last["seg"]]).astype(np.float32))
+    trainer._generalist = _Everything()
+    trainer._pseudo_label_round(10, "test")
+    entry = trainer.pl_store.rounds[-1]
+    assert entry["planes_dice_teacher"] == 1.0 and entry["planes_dice_yf"] < 0.5
+    assert entry["accepted"] is (guard == "off")
+    labeled = trainer.pool.labeled_cases
+    for path in sorted(trainer.pl_store.latest_dir.glob("*.npz")):
+        with np.load(path) as z:
+            y = z["y"]
+            assert PseudoLabelStore.load_teacher(path).shape == y.shape
+            if guard == "off":
+                assert "y_generalist" not in z and (y == 1).mean() > 0.3
+                continue
+            assert (z["y_generalist"] == 1).mean() > 0.3  # the generalist's answer is kept for inspection
+            if path.stem in labeled:  # the expert's planes only
+                cross = trainer._cross_target(path.stem, trainer._label_sources(), y.shape)
+                expected = np.where((cross >= 0) & (cross != trainer.ignore_value), cross, trainer.ignore_value)
+                np.testing.assert_array_equal(y, expected)
+            else:
+                assert (y == trainer.ignore_value).all()
+    state = json.loads((trainer.pl_store.folder / "state.json").read_text())
+    assert state["rounds"][-1]["accepted"] is (guard == "off")
