@@ -50,6 +50,7 @@ RECIPE_GRID: dict[str, PromptRecipe] = {
     "object, 0 mm": PAPER_RECIPE.with_(box_growth_mm=0.0),
     "object, 2.5 mm": PAPER_RECIPE.with_(box_growth_mm=2.5),
     "object, 6.25 mm": PAPER_RECIPE.with_(box_growth_mm=6.25),
+    "object, 12 mm": PAPER_RECIPE.with_(box_growth_mm=12.0),
     "object, 2.5 mm, no specks<20mm2": PAPER_RECIPE.with_(box_growth_mm=2.5, min_slice_area_mm2=20.0),
     "object, 2.5 mm, no specks<60mm2": PAPER_RECIPE.with_(box_growth_mm=2.5, min_slice_area_mm2=60.0),
     "all-fg, 2.5 mm": PAPER_RECIPE.with_(box_growth_mm=2.5, object_filter=False),
@@ -100,10 +101,30 @@ def simulated_teacher(kind: str, gt: np.ndarray, spacing: float, seed: int) -> n
     raise ValueError(kind)
 
 
-def guarded(views, teacher: np.ndarray, spacing: float, rule: str) -> np.ndarray:
-    """Fusions of the three view masks; ``MV&T+d``: MV where the teacher dilated by d mm is foreground."""
+def accepted_views(views, scores, teacher: np.ndarray, threshold: float):
+    """Each view's slices whose predicted IoU is below ``threshold`` replaced by the teacher's slice."""
+    out = []
+    for axis, (view, view_scores) in enumerate(zip(views, scores)):
+        view = view.copy()
+        for index, score in view_scores.items():
+            if score < threshold:
+                where = [slice(None)] * 3
+                where[axis] = index
+                view[tuple(where)] = teacher[tuple(where)]
+        out.append(view)
+    return out
+
+
+def guarded(views, teacher: np.ndarray, spacing: float, rule: str, scores=None) -> np.ndarray:
+    """Fusions of the three view masks; ``MV&T+d``: MV where the teacher dilated by d mm is foreground;
+    ``T+3v>=k``: the teacher as a fourth voter, foreground with k of 4 votes; ``MV@iou>=q``: MV of the views
+    whose slices with predicted IoU below q are the teacher's."""
     if rule in ("MV", "UA"):
         return fuse(views, rule)
+    if rule.startswith("MV@iou>="):
+        return fuse(accepted_views(views, scores, teacher, float(rule[8:])), "MV")
+    if rule.startswith("T+3v>="):
+        return sum(v.astype(np.uint8) for v in views) + teacher.astype(np.uint8) >= int(rule[6:])
     if rule.startswith("MV&T+"):
         return fuse(views, "MV") & grow_mm(teacher, float(rule[5:]), spacing)
     if rule == "MV|T&G":  # teacher voxels where at least one view agrees, plus MV
@@ -112,7 +133,7 @@ def guarded(views, teacher: np.ndarray, spacing: float, rule: str) -> np.ndarray
     raise ValueError(rule)
 
 
-FUSIONS = ("MV", "UA", "MV&T+3", "MV&T+6", "MV|T&G")
+FUSIONS = ("MV", "UA", "MV&T+3", "MV&T+6", "MV|T&G", "T+3v>=3", "MV@iou>=0.8", "MV@iou>=0.9")
 
 
 def load_case(la_root: Path, case: str, resolution: str):
@@ -166,7 +187,7 @@ def run_recipes(image, gt, teacher, spacing, generalist, recipes, key, seed, fus
         row = {"recipe": name, "dice_teacher": d_teacher, "prompted": out.n_prompted_slices, "seconds": seconds,
                "views": [dice(v, gt) for v in out.views]}
         for rule in fusions:
-            row[rule] = dice(guarded(out.views, teacher, iso, rule), gt)
+            row[rule] = dice(guarded(out.views, teacher, iso, rule, out.scores), gt)
         rows.append(row)
     return rows
 

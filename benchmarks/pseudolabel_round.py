@@ -2,7 +2,7 @@
 
 What one round of the trainer does per scan, minus the teacher's sliding window: load the scan,
 prompt the frozen generalist from a teacher mask on every slice with foreground in the three views
-(box grown by 0-10 px + 5 points), fuse the three view masks by MV into Y_f, write Y_f to disk
+(the default prompt recipe), fuse the three view masks by MV into Y_f, write Y_f to disk
 (compressed .npz, as the trainer's pseudo-label store). Scans are read one at a time from NIfTI
 files, as the trainer loads one preprocessed case at a time.
 
@@ -106,11 +106,12 @@ def child(args) -> int:
     prompted, dices, per_scan_peak = 0, [], []
     for i, path in enumerate(images):
         case = path.name[: -len("_0000.nii.gz")]
-        image = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+        itk_image = sitk.ReadImage(str(path))
+        image = sitk.GetArrayFromImage(itk_image).astype(np.float32)
         gt = sitk.GetArrayFromImage(sitk.ReadImage(str(path.parent.parent / "labelsTr" / f"{case}.nii.gz"))) > 0
         rng = np.random.default_rng([args.seed, i])
         labels = label_volume(image, teacher_from_truth(gt), generalist, rng, fusion="MV",
-                              cache_key=("pseudolabel_round_benchmark", case))
+                              spacing=itk_image.GetSpacing()[::-1], cache_key=("pseudolabel_round_benchmark", case))
         np.savez_compressed(work / f"{case}.npz", y=labels.fused.astype(np.uint8))
         prompted += labels.n_prompted_slices
         dices.append(dice(labels.fused, gt))

@@ -81,8 +81,9 @@ SETTINGS: dict[str, DemoSetting] = {
                # something by then), refreshed at 0.75 (decoder only for slices already encoded)
                "FMABS_EPOCHS": "12", "FMABS_ITERATIONS_PER_EPOCH": "10", "FMABS_VAL_ITERATIONS": "2",
                # the paper grows boxes by 0-10 px on 112-px LA slices; on 32-px slices that is a third of
-               # the slice, and Y_f drops from 0.93 to 0.82 Dice even with a perfect teacher (measured)
-               "FMABS_MAX_BOX_GROWTH": "3",
+               # the slice, and Y_f drops from 0.93 to 0.82 Dice even with a perfect teacher (measured):
+               # at most 3 px of the phantom's 1.25 mm
+               "FMABS_BOX_GROWTH_MM": "3.75",
                "FMABS_GENERALIST_DTYPE": "bf16", "FMABS_TTA": "0"},
     ),
     # the CI miniature: a few iterations, one pseudo-label round on a tiny phantom. An untrained
