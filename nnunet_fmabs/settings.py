@@ -51,6 +51,8 @@ class RunSettings:
     min_slice_area_mm2: float = DEFAULT_RECIPE.min_slice_area_mm2  # smaller slices of the object: no prompt
     n_points: str = "auto" if DEFAULT_RECIPE.n_points is None else str(DEFAULT_RECIPE.n_points)
     limit_to_teacher_mm: str = _off_or(DEFAULT_RECIPE.limit_to_teacher_mm)  # off | mm around the teacher's object
+    prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
+    # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail)
     pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
     # trained on (nnunet_fmabs.pseudolabels.quality); off: every round is
     pl_guard_margin: float = 0.05  # how far below the teacher (Dice on the expert's planes) Y_f may be
@@ -129,6 +131,9 @@ def env_name(field_name: str) -> str:
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
+    choices = {"prompt_resolution": ("grid", "raw"), "pl_guard": ("planes", "off")}.get(f.name)
+    if choices and raw not in choices:
+        raise ValueError(f"{env_name(f.name)}={raw!r}: use one of {', '.join(choices)}")
     if f.name == "limit_to_teacher_mm" and raw != "off":
         try:
             if not float(raw) >= 0:

@@ -138,6 +138,12 @@ class CaseGeometry:
         n = self.shape_preprocessed[axis]
         return preprocessed_to_cropped(np.arange(n), self.shape_cropped[axis], n) + self.bbox[axis][0]
 
+    def pp_index_maps(self) -> list[np.ndarray]:
+        """Per preprocessed axis a, the index along axis a of the raw array transposed by ``transpose_forward``
+        (uncropped) of every preprocessed index: ``raw.transpose(tf)[np.ix_(*maps)]`` is the raw image
+        sampled on the preprocessed grid (nearest neighbour)."""
+        return [np.asarray(self._pp_to_raw_map(a)) for a in range(3)]
+
     def _raw_to_pp_map(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed index of every raw (transposed) index along ``axis``, and where it is inside the crop."""
         r = np.arange(self.shape_before_cropping[axis])

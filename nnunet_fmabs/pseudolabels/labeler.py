@@ -31,19 +31,22 @@ class VolumeLabels:
 
 def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: np.random.Generator, *,
                  spacing: Sequence[float] | None = None, fusion: str = "MV",
-                 recipe: PromptRecipe | None = None, cache_key: tuple | None = None) -> VolumeLabels:
+                 recipe: PromptRecipe | None = None, cache_key: tuple | None = None,
+                 only_slices: Sequence[Sequence[int]] | None = None) -> VolumeLabels:
     """Y_a, Y_c, Y_s from the generalist prompted by ``teacher_mask``, and Y_f = fuse(...) (2.2).
 
     ``image``: one channel of the scan (3D), on the teacher mask's grid; ``spacing``: mm per voxel along
     its axes (None: 1 mm, i.e. the recipe's millimetres are voxels); ``recipe``: how prompts are built
     (default :data:`DEFAULT_RECIPE`, the measured best); ``cache_key`` identifies the scan for the
-    generalist's embedding cache (view and slice index are appended per slice).
+    generalist's embedding cache (view and slice index are appended per slice); ``only_slices``: per
+    view, the slice indices that may be prompted (None: every slice of the teacher's object).
     """
     if image.shape != teacher_mask.shape:
         raise ValueError(f"image {image.shape} and teacher mask {teacher_mask.shape} differ in shape")
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     teacher_mask = np.asarray(teacher_mask).astype(bool)
-    prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, (1.0, 1.0, 1.0) if spacing is None else spacing)
+    prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, (1.0, 1.0, 1.0) if spacing is None else spacing,
+                                       only_slices=only_slices)
     views, scores = [], []
     n_prompted = 0
     for axis, prompts in enumerate(prompts_per_view):
@@ -68,6 +71,47 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
     if recipe.limit_to_teacher_mm is not None:
         fused &= near_teacher(teacher_mask, recipe, spacing)
     return VolumeLabels(tuple(views), fused, n_prompted, tuple(scores))  # type: ignore[arg-type]
+
+
+def label_volume_fine(fine_image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: np.random.Generator,
+                      index_maps: Sequence[np.ndarray], *, fine_spacing: Sequence[float],
+                      spacing: Sequence[float] | None = None, fusion: str = "MV", recipe: PromptRecipe | None = None,
+                      cache_key: tuple | None = None) -> VolumeLabels:
+    """Y_f on the teacher's (coarse) grid, the generalist prompted on slices of a finer image (issue 12, 6).
+
+    ``index_maps[a][p]``: the index along axis a of ``fine_image`` nearest to the coarse index p (e.g. the
+    raw image of a scan that nnU-Net resampled to a coarser training grid, ``CaseGeometry``). Only the fine
+    slices at the coarse slices' positions are prompted, each at the fine in-plane resolution, so the
+    generalist sees the scan's own detail for the same number of slices; the teacher is upsampled (nearest)
+    to build the prompts, and the view masks are read back at the coarse voxels.
+    """
+    maps = [np.asarray(m, dtype=np.int64) for m in index_maps]
+    if len(maps) != 3 or any(m.shape != (n,) for m, n in zip(maps, teacher_mask.shape)):
+        raise ValueError(f"index_maps must give one fine index per coarse index of {teacher_mask.shape}")
+    if any(m.min() < 0 or m.max() >= n for m, n in zip(maps, fine_image.shape)):
+        raise ValueError(f"index_maps point outside the fine image {fine_image.shape}")
+    nearest = [_nearest_coarse(m, n) for m, n in zip(maps, fine_image.shape)]
+    fine_teacher = np.asarray(teacher_mask, dtype=bool)[np.ix_(*nearest)]
+    fine = label_volume(fine_image, fine_teacher, generalist, rng, spacing=fine_spacing, fusion=fusion,
+                        recipe=(DEFAULT_RECIPE if recipe is None else recipe).with_(limit_to_teacher_mm=None),
+                        cache_key=cache_key, only_slices=[np.unique(m) for m in maps])
+    grid = np.ix_(*maps)
+    views = tuple(v[grid] for v in fine.views)
+    scores = tuple({int(p): view_scores[int(r)] for p, r in enumerate(maps[a]) if int(r) in view_scores}
+                   for a, view_scores in enumerate(fine.scores))
+    fused = fuse(views, fusion)
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    if recipe.limit_to_teacher_mm is not None:
+        fused &= near_teacher(np.asarray(teacher_mask, dtype=bool), recipe, spacing)
+    return VolumeLabels(views, fused, fine.n_prompted_slices, scores)  # type: ignore[arg-type]
+
+
+def _nearest_coarse(index_map: np.ndarray, n_fine: int) -> np.ndarray:
+    """For every fine index, the coarse index whose fine position is nearest (index_map increasing)."""
+    if len(index_map) == 1:
+        return np.zeros(n_fine, dtype=np.int64)
+    midpoints = (index_map[:-1] + index_map[1:]) / 2.0
+    return np.searchsorted(midpoints, np.arange(n_fine), side="right").astype(np.int64)
 
 
 def near_teacher(teacher_mask: np.ndarray, recipe: PromptRecipe, spacing: Sequence[float] | None) -> np.ndarray:

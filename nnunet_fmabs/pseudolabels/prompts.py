@@ -245,10 +245,12 @@ def teacher_prompts(
     recipe: PromptRecipe = PAPER_RECIPE,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     n_points: int | None = None,
+    only_slices: Sequence[Sequence[int]] | None = None,
 ) -> list[list[tuple[int, SlicePrompt]]]:
     """Prompts of the three views (array axes 0, 1, 2) of P^t following ``recipe``; ``spacing``: mm per
     voxel along the mask's axes. ``n_points`` (when the recipe leaves it to the generalist): points per
-    slice. Returns, per view, (slice index, prompt) in increasing index order."""
+    slice. ``only_slices``: per view, the slice indices that may be prompted (None: all).
+    Returns, per view, (slice index, prompt) in increasing index order."""
     mask = np.asarray(mask3d) != 0
     if mask.ndim != 3:
         raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
@@ -264,7 +266,10 @@ def teacher_prompts(
         min_pixels = recipe.min_slice_area_mm2 / (rows_mm * cols_mm)
         others = tuple(a for a in range(3) if a != axis)
         prompts = []
-        for index in np.flatnonzero(obj.any(axis=others)):
+        candidates = np.flatnonzero(obj.any(axis=others))
+        if only_slices is not None:
+            candidates = candidates[np.isin(candidates, np.asarray(list(only_slices[axis]), dtype=np.int64))]
+        for index in candidates:
             plane = np.take(obj, index, axis=axis)
             if recipe.object_filter:
                 plane = slice_object(plane, recipe.min_slice_fraction)

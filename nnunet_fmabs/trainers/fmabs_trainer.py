@@ -37,7 +37,7 @@ from nnunet_fmabs.annotation.rounds import budget_from_spec, round_iterations, r
 from nnunet_fmabs.losses import (consistency_loss, ema_update, noise_tolerant_dice, partial_cross_entropy,
                                  perturb)
 from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
-from nnunet_fmabs.pseudolabels.labeler import dice, label_volume
+from nnunet_fmabs.pseudolabels.labeler import dice, label_volume, label_volume_fine
 from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 from nnunet_fmabs.samplers import get_sampler, select_cases
@@ -381,9 +381,16 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             probs = self._predict(teacher, data)
             teacher_mask = probs.argmax(0) > 0
             rng = np.random.default_rng([self.settings.seed, 7919 + index, zlib.crc32(case.encode())])
-            labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=self.fusion,
-                                  spacing=self.configuration_manager.spacing, recipe=self.settings.recipe(),
-                                  cache_key=(self.plans_manager.dataset_name, self.configuration_name, case))
+            cache_key = (self.plans_manager.dataset_name, self.configuration_name, case)
+            raw = self._raw_for_prompts(case, props, teacher_mask.shape)
+            if raw is None:
+                labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=self.fusion,
+                                      spacing=self.configuration_manager.spacing, recipe=self.settings.recipe(),
+                                      cache_key=cache_key)
+            else:
+                labels = label_volume_fine(raw[0], teacher_mask, generalist, rng, raw[2], fine_spacing=raw[1],
+                                           spacing=self.configuration_manager.spacing, fusion=self.fusion,
+                                           recipe=self.settings.recipe(), cache_key=(*cache_key, "raw"))
             y_f = labels.fused.astype(np.uint8)
             planes = None
             if case in sources:  # on the expert's slices the expert's labels replace Y_f
@@ -410,6 +417,28 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         self.print_to_log_file(f"pseudo-label round {index} ({reason}) at iteration {t}: {summary}")
         if figure_case is not None:
             self._round_figure(final, *figure_case, summary=summary)
+
+    def _raw_for_prompts(self, case: str, props: dict, shape) -> tuple | None:
+        """FMABS_PROMPT_RESOLUTION=raw: (raw image transposed like the training grid, its spacing, index maps)
+        when the raw image is finer than the training grid along some axis; None otherwise (grid slices)."""
+        if self.settings.prompt_resolution != "raw":
+            return None
+        import SimpleITK as sitk
+
+        from nnunet_fmabs.annotation.geometry import CaseGeometry
+
+        path = self._scan_access().raw_image(case)
+        if path is None:
+            raise FileNotFoundError(f"FMABS_PROMPT_RESOLUTION=raw: no raw image of {case} under nnUNet_raw "
+                                    f"({self.plans_manager.dataset_name}/imagesTr)")
+        image = sitk.ReadImage(str(path))
+        tf = list(self.plans_manager.transpose_forward)
+        spacing = [float(image.GetSpacing()[::-1][a]) for a in tf]
+        if all(s >= g - 1e-6 for s, g in zip(spacing, self.configuration_manager.spacing)):
+            return None  # the training grid is as fine as the raw image: nothing to gain
+        raw = np.ascontiguousarray(sitk.GetArrayFromImage(image).astype(np.float32).transpose(tf))
+        geometry = CaseGeometry.from_properties(props, tf, shape)
+        return raw, spacing, geometry.pp_index_maps()
 
     def _guard_round(self, partial: Path, sources: dict) -> dict:
         """The round guard (nnunet_fmabs.pseudolabels.quality): Y_f and teacher against the expert's planes;

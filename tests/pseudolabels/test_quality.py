@@ -57,18 +57,18 @@ class _Everything:
         return [np.ones(np.shape(s), bool) for s in slices]
 
 
-@pytest.mark.parametrize("guard", ["planes", "off"])
-def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phantom_nnunet, monkeypatch, guard):
+def _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, **env):
+    """An in-process FM-ABS trainer after round 0 whose teacher mask is the scan's dense truth."""
     for k, v in phantom_nnunet["env"].items():
-        if k.startswith("FMABS_"):
+        if k.startswith(("FMABS_", "nnUNet_raw")):
             monkeypatch.setenv(k, v)
     monkeypatch.setenv("FMABS_BUDGET", "2")
-    monkeypatch.setenv("FMABS_PL_GUARD", guard)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     plans, dataset_json = trainer_inputs
     plans["continue_training"] = False
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-    from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
     from nnunet_fmabs.trainers import FMABSTrainer_RAND_MV
 
     trainer = FMABSTrainer_RAND_MV(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
@@ -76,7 +76,6 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
     trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
     trainer._open_run_state()
     trainer._run_due_events(initial=True)
-    # a good teacher: the dense truth of the scan being labeled (simulation only; never trained on)
     load = trainer._load_case
     last = {}
 
@@ -87,6 +86,14 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
 
     monkeypatch.setattr(trainer, "_load_case", remember)
     monkeypatch.setattr(trainer, "_predict", lambda net, data: np.stack([~last["seg"], last["seg"]]).astype(np.float32))
+    return trainer
+
+
+@pytest.mark.parametrize("guard", ["planes", "off"])
+def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phantom_nnunet, monkeypatch, guard):
+    from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+
+    trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_GUARD=guard)
     trainer._generalist = _Everything()
     trainer._pseudo_label_round(10, "test")
     entry = trainer.pl_store.rounds[-1]
@@ -109,3 +116,33 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
                 assert (y == trainer.ignore_value).all()
     state = json.loads((trainer.pl_store.folder / "state.json").read_text())
     assert state["rounds"][-1]["accepted"] is (guard == "off")
+
+
+def test_prompts_on_raw_slices_where_the_training_grid_is_coarser(trainer_inputs, phantom_nnunet, monkeypatch,
+                                                                  tmp_path):
+    """FMABS_PROMPT_RESOLUTION=raw reads the raw image (nnUNet_raw) and maps it voxel for voxel; on the
+    phantom the raw and training grids coincide, so a plan that claims a coarser grid must give the same
+    Y_f as the grid (the stand-in is invariant to nnU-Net's intensity normalisation)."""
+    from nnunet_fmabs.demo import DemoBoxGeneralist
+    from nnunet_fmabs.pseudolabels import labeler
+
+    results = {}
+    for resolution in ("grid", "raw"):
+        plans, dataset_json = trainer_inputs
+        plans["configurations"]["3d_fullres"]["spacing"] = [2.5, 2.5, 2.5]  # claims a coarser training grid
+        trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch,
+                                               FMABS_PROMPT_RESOLUTION=resolution, FMABS_PL_GUARD="off",
+                                               FMABS_BOX_GROWTH_MM="0",  # the grids differ in mm per pixel
+                                               nnUNet_results=str(tmp_path / resolution))
+        calls = []
+        original = labeler.label_volume_fine
+        monkeypatch.setattr("nnunet_fmabs.trainers.fmabs_trainer.label_volume_fine",
+                            lambda *a, **k: calls.append(k["fine_spacing"]) or original(*a, **k))
+        trainer._generalist = DemoBoxGeneralist()
+        trainer._pseudo_label_round(10, "test")
+        assert bool(calls) is (resolution == "raw")
+        assert all(list(c) == [1.25, 1.25, 1.25] for c in calls)
+        results[resolution] = {p.stem: np.load(p)["y"] for p in trainer.pl_store.latest_dir.glob("*.npz")}
+    assert results["grid"].keys() == results["raw"].keys()
+    for case in results["grid"]:
+        np.testing.assert_array_equal(results["grid"][case], results["raw"][case])

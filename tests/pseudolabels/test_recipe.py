@@ -158,5 +158,50 @@ def test_recipe_settings_named_and_overridden():
         RunSettings.from_environ({"FMABS_N_POINTS": "many"})
     with pytest.raises(ValueError, match="FMABS_LIMIT_TO_TEACHER_MM='-1'"):
         RunSettings.from_environ({"FMABS_LIMIT_TO_TEACHER_MM": "-1"})
+    with pytest.raises(ValueError, match="FMABS_PROMPT_RESOLUTION='native': use one of grid, raw"):
+        RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "native"})
+    with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
+        RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
     with pytest.raises(ValueError):
         PromptRecipe(box_growth_mm=-1.0)
+
+
+class _ThresholdInBox:
+    """Deterministic stand-in: foreground where the slice is above the mean inside the box."""
+
+    def segment(self, slices, boxes, points=None):
+        out = []
+        for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+            m = np.zeros(image.shape, bool)
+            region = image[y0:y1 + 1, x0:x1 + 1]
+            m[y0:y1 + 1, x0:x1 + 1] = region > region.mean()
+            out.append(m)
+        return out
+
+
+def test_label_volume_fine_prompts_the_fine_slices_at_the_coarse_positions():
+    from scipy import ndimage
+
+    from nnunet_fmabs.pseudolabels.labeler import label_volume_fine
+
+    rng = np.random.default_rng(0)
+    fine = rng.normal(0, 0.2, (40, 40, 40)).astype(np.float32)
+    fine[10:30, 12:28, 5:35] += 2.0
+    maps = [np.round(np.arange(16) * 2.5).astype(int)] * 3  # a 2.5x coarser grid, first voxel centres aligned
+    coarse_gt = fine[np.ix_(*maps)] > 1.0
+    teacher = ndimage.binary_dilation(coarse_gt, iterations=1)
+    recipe = PAPER_RECIPE.with_(box_growth_mm=0.0)
+    out = label_volume_fine(fine, teacher, _ThresholdInBox(), np.random.default_rng(0), maps,
+                            fine_spacing=(1.0, 1.0, 1.0), spacing=(2.5, 2.5, 2.5), recipe=recipe)
+    assert out.fused.shape == teacher.shape
+    assert dice(out.fused, coarse_gt) > 0.95 > dice(teacher, coarse_gt)
+    # one prompted fine slice per coarse slice of the teacher's object, no more
+    assert out.n_prompted_slices == sum(int(teacher.any(axis=tuple(b for b in range(3) if b != a)).sum())
+                                        for a in range(3))
+    # identity maps: the same as prompting the grid itself
+    same = label_volume_fine(fine, fine > 1.0, _ThresholdInBox(), np.random.default_rng(0), [np.arange(40)] * 3,
+                             fine_spacing=(1.0, 1.0, 1.0), recipe=recipe)
+    grid = label_volume(fine, fine > 1.0, _ThresholdInBox(), np.random.default_rng(0), recipe=recipe)
+    np.testing.assert_array_equal(same.fused, grid.fused)
+    with pytest.raises(ValueError, match="one fine index per coarse index"):
+        label_volume_fine(fine, teacher, _ThresholdInBox(), rng, maps[:2], fine_spacing=(1.0, 1.0, 1.0))
