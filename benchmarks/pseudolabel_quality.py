@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_fmabs.data.la import IMAGE_FOLDER, LA_SPACING_MM, H5_NAME, load_la_case, read_case_list, resample_case  # noqa: E402
 from nnunet_fmabs.pseudolabels.fusion import fuse  # noqa: E402
-from nnunet_fmabs.pseudolabels.labeler import dice, label_volume  # noqa: E402
+from nnunet_fmabs.pseudolabels.labeler import dice, label_volume, label_volume_fine  # noqa: E402
 from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, PAPER_RECIPE, PromptRecipe  # noqa: E402
 
 SIM_TEACHERS = ("gt", "dilated", "dilated+blobs", "gt+blobs", "eroded", "shifted")
@@ -137,12 +137,24 @@ FUSIONS = ("MV", "UA", "MV&T+3", "MV&T+6", "MV|T&G", "T+3v>=3", "MV@iou>=0.8", "
 
 
 def load_case(la_root: Path, case: str, resolution: str):
+    """(image, gt, spacing, fine): ``native`` (0.625 mm), a spacing in mm (resampled as convert_la does), or
+    ``raw@S``: the S-mm grid whose prompts are the native slices at its positions (``fine``)."""
     image, label = load_la_case(la_root / IMAGE_FOLDER / case / H5_NAME)
     if resolution == "native":
-        return image, label > 0, LA_SPACING_MM
-    spacing = float(resolution)
-    image, label = resample_case(image, label, LA_SPACING_MM, spacing)
-    return image, label > 0, spacing
+        return image, label > 0, LA_SPACING_MM, None
+    spacing = float(resolution.split("@")[-1])
+    coarse, coarse_label = resample_case(image, label, LA_SPACING_MM, spacing)
+    fine = None
+    if resolution.startswith("raw@"):
+        fine = (image, (LA_SPACING_MM,) * 3, native_maps(coarse.shape, image.shape, spacing))
+    return coarse, coarse_label > 0, spacing, fine
+
+
+def native_maps(coarse_shape, native_shape, spacing: float) -> list[np.ndarray]:
+    """Native index of every coarse index: resample_case aligns the first voxel centres."""
+    factor = spacing / LA_SPACING_MM
+    return [np.clip(np.floor(np.arange(n) * factor + 0.5).astype(np.int64), 0, m - 1)
+            for n, m in zip(coarse_shape, native_shape)]
 
 
 def real_teachers(run: Path, rounds: list[int] | None):
@@ -174,15 +186,20 @@ def real_teachers(run: Path, rounds: list[int] | None):
                 spacing, props
 
 
-def run_recipes(image, gt, teacher, spacing, generalist, recipes, key, seed, fusions=FUSIONS):
+def run_recipes(image, gt, teacher, spacing, generalist, recipes, key, seed, fusions=FUSIONS, fine=None):
+    """``fine``: (fine image, its spacing, index maps): prompt the fine slices at the grid's positions."""
     rows = []
     d_teacher = dice(teacher, gt)
     sp = (spacing,) * 3 if np.isscalar(spacing) else spacing
     iso = float(np.mean(sp))
     for name, recipe in recipes.items():
         t0 = time.time()
-        out = label_volume(image, teacher, generalist, np.random.default_rng(seed), spacing=sp, recipe=recipe,
-                           cache_key=key)
+        if fine is None:
+            out = label_volume(image, teacher, generalist, np.random.default_rng(seed), spacing=sp, recipe=recipe,
+                               cache_key=key)
+        else:
+            out = label_volume_fine(fine[0], teacher, generalist, np.random.default_rng(seed), fine[2],
+                                    fine_spacing=fine[1], spacing=sp, recipe=recipe, cache_key=key)
         seconds = time.time() - t0
         row = {"recipe": name, "dice_teacher": d_teacher, "prompted": out.n_prompted_slices, "seconds": seconds,
                "views": [dice(v, gt) for v in out.views]}
@@ -249,7 +266,7 @@ def main(argv=None):
     cases = read_case_list(args.la_root / "train.list")[args.skip:args.skip + args.cases]
     for resolution in args.resolutions if args.cases else []:
         for case in cases:
-            image, gt, spacing = load_case(args.la_root, case, resolution)
+            image, gt, spacing, fine = load_case(args.la_root, case, resolution)
             grid_recipes = dict(recipes)
             if "all-fg, 10 px of grid (old)" in grid_recipes:  # the old default: 10 px of whatever grid
                 grid_recipes["all-fg, 10 px of grid (old)"] = PAPER_RECIPE.with_(object_filter=False,
@@ -257,7 +274,7 @@ def main(argv=None):
             for t_index, kind in enumerate(args.teachers):
                 teacher = simulated_teacher(kind, gt, spacing, seed=1000 + t_index)
                 for r in run_recipes(image, gt, teacher, spacing, generalist, grid_recipes,
-                                     ("la", resolution, case), args.seed):
+                                     ("la", resolution if fine is None else "native", case), args.seed, fine=fine):
                     rows.append({"source": "simulated", "resolution": resolution, "case": case, "teacher": kind, **r})
                     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
                           flush=True)
@@ -268,7 +285,12 @@ def main(argv=None):
                 continue
             per_round[rnd] += 1
             for resolution in args.resolutions:
-                if resolution == "native":
+                if resolution.startswith("raw@"):
+                    coarse_image, coarse_gt, coarse_teacher, fine = to_raw15(args.la_root, case, teacher, gt, props,
+                                                                             args.real_run)
+                    out = run_recipes(coarse_image, coarse_gt, coarse_teacher, fine[3], generalist, recipes,
+                                      ("la", "native", case), args.seed, fine=fine[:3])
+                elif resolution == "native":
                     image_n, gt_n, teacher_n, sp = to_native(args.la_root, case, teacher, props, args.real_run)
                     if image_n is None:
                         continue
@@ -290,6 +312,22 @@ def main(argv=None):
     print(summarize(over + real, ("resolution", "teacher", "recipe")))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def to_raw15(la_root: Path, case: str, teacher_pp: np.ndarray, gt_pp: np.ndarray, props, run: Path):
+    """The run's teacher and truth on its raw grid ([x, y, z] of convert_la's NIfTI), with the native image and
+    the index maps to prompt the native slices at that grid's positions."""
+    from nnunet_fmabs.annotation.geometry import CaseGeometry
+
+    plans = json.loads((run.parent / "plans.json").read_text())
+    geometry = CaseGeometry.from_properties(props, plans["transpose_forward"], teacher_pp.shape)
+    teacher = np.transpose(geometry.pp_volume_to_raw(teacher_pp.astype(np.uint8)), (2, 1, 0)) > 0
+    gt = np.transpose(geometry.pp_volume_to_raw(gt_pp.astype(np.uint8)), (2, 1, 0)) > 0
+    image, _ = load_la_case(la_root / IMAGE_FOLDER / case / H5_NAME)
+    spacing = float(plans["configurations"]["3d_fullres"]["spacing"][0])
+    maps = native_maps(teacher.shape, image.shape, spacing)
+    coarse_image = image[np.ix_(*maps)]  # only for shape checks; the generalist sees the native slices
+    return coarse_image, gt, teacher, (image, (LA_SPACING_MM,) * 3, maps, spacing)
 
 
 def to_native(la_root: Path, case: str, teacher_pp: np.ndarray, props, run: Path):

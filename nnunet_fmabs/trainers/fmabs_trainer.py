@@ -501,6 +501,10 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             cache = self._embedding_cache()
             if cache is not None and hasattr(self._generalist, "set_cache"):
                 self._generalist.set_cache(cache)
+            points = getattr(self._generalist, "use_points", True)
+            self.print_to_log_file(
+                f"generalist {self._generalist!r}: prompted with boxes"
+                + (" and points" if points else " only (a box-only family: points are not passed)"))
         return self._generalist
 
     def _embedding_cache(self):

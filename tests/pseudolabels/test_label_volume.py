@@ -29,8 +29,8 @@ def test_litemedsam_views_fused_by_mv(phantom_case, tmp_path):
     generalist = get_generalist("litemedsam", device="cpu")
     generalist.set_cache(EmbeddingCache(tmp_path / "cache"))
     rng = np.random.default_rng(0)
-    out = label_volume(image.astype(np.float32), teacher, generalist, rng, fusion="MV", max_box_growth=3,
-                       cache_key=("phantom", 0))
+    out = label_volume(image.astype(np.float32), teacher, generalist, rng, fusion="MV", spacing=(1.25, 1.25, 1.25),
+                       cache_key=("phantom", 0))  # the default recipe
     assert out.n_prompted_slices == sum(int(teacher.any(axis=tuple(a for a in range(3) if a != ax)).sum())
                                         for ax in range(3))
     per_view = [dice(v, gt) for v in out.views]

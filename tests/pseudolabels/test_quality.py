@@ -93,7 +93,8 @@ def _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, **
 def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phantom_nnunet, monkeypatch, guard):
     from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 
-    trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_GUARD=guard)
+    trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_GUARD=guard,
+                                           FMABS_LIMIT_TO_TEACHER_MM="off")
     trainer._generalist = _Everything()
     trainer._pseudo_label_round(10, "test")
     entry = trainer.pl_store.rounds[-1]
