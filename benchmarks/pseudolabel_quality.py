@@ -251,13 +251,20 @@ def main(argv=None):
 
     from nnunet_fmabs.generalists import EmbeddingCache, get_generalist
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = {} if args.dtype == "auto" else {"dtype": args.dtype}
-    if args.use_points:
-        options["use_points"] = True
-    generalist = get_generalist(args.generalist, device="cpu", **options)
-    generalist.set_cache(EmbeddingCache(args.cache, max_bytes=40 * 2**30))
+    if args.generalist == "box_threshold":  # the tests' cheap stand-in (no model): a pipeline check
+        from pseudolabel_round import _get_generalist
+
+        generalist = _get_generalist("box_threshold", "auto", "cpu")
+    else:
+        options = {} if args.dtype == "auto" else {"dtype": args.dtype}
+        if args.use_points:
+            options["use_points"] = True
+        generalist = get_generalist(args.generalist, device="cpu", **options)
+        generalist.set_cache(EmbeddingCache(args.cache, max_bytes=40 * 2**30))
     print(f"generalist {generalist}", flush=True)
     recipes = {k: RECIPE_GRID[k] for k in (args.recipes or list(RECIPE_GRID))}
 
@@ -304,7 +311,7 @@ def main(argv=None):
                                  "teacher": f"real t={iteration}", **r})
                     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}),
                           flush=True)
-    print(f"\n{len(rows)} rows in {time.time() - t_start:.0f} s; encoder stats {generalist.stats}\n")
+    print(f"\n{len(rows)} rows in {time.time() - t_start:.0f} s; encoder stats {getattr(generalist, 'stats', {})}\n")
     print(summarize(rows, ("resolution", "teacher", "recipe")))
     print()
     over = [dict(r, teacher="over-segmenting (mean)") for r in rows if r["teacher"] in OVER_SEGMENTING]
@@ -312,6 +319,7 @@ def main(argv=None):
     print(summarize(over + real, ("resolution", "teacher", "recipe")))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def to_raw15(la_root: Path, case: str, teacher_pp: np.ndarray, gt_pp: np.ndarray, props, run: Path):

@@ -245,3 +245,41 @@ def test_pseudolabel_round_with_the_cheap_generalist(tmp_path, capsys):
     row = json.loads(line[len("RESULT "):])
     assert row["n"] == 2 and row["prompted_slices"] > 0 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
     assert 0.0 < row["mean_dice_yf"] <= 1.0
+
+
+def test_pseudolabel_quality_teachers_fusions_and_table(la_root, capsys):
+    """benchmarks/pseudolabel_quality.py: teachers in mm, the fusions against hand-computed votes, the
+    native index maps, and a whole run on tiny LA-layout cases with the cheap stand-in generalist."""
+    plq = _load("pseudolabel_quality")
+    gt = np.zeros((30, 30, 30), bool)
+    gt[10:20, 10:20, 10:20] = True
+    dilated = plq.simulated_teacher("dilated", gt, 1.5, seed=0)  # 3 mm = 2 voxels of 1.5 mm
+    assert dilated[8:22, 10:20, 10:20].all() and not dilated[7, 15, 15]
+    eroded = plq.simulated_teacher("eroded", gt, 1.5, seed=0)
+    assert eroded.sum() == 6 ** 3
+    blobs = plq.simulated_teacher("gt+blobs", gt, 1.5, seed=0)
+    assert (blobs & ~gt).any() and not plq.simulated_teacher("gt+blobs", gt, 1.5, seed=0)[gt].sum() < gt.sum()
+    # fusions: three views and a teacher, one voxel each combination
+    views = [np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 0], bool), np.array([0, 0, 0, 0, 1], bool)]
+    teacher = np.array([0, 1, 1, 0, 0], bool)
+    as3d = [v.reshape(5, 1, 1) for v in views]
+    t3d = teacher.reshape(5, 1, 1)
+    assert plq.guarded(as3d, t3d, 1.0, "MV").ravel().tolist() == [1, 0, 0, 0, 1]
+    assert plq.guarded(as3d, t3d, 1.0, "T+3v>=3").ravel().tolist() == [0, 0, 0, 0, 0]
+    assert plq.guarded(as3d, t3d, 1.0, "MV|T&G").ravel().tolist() == [1, 1, 1, 0, 1]
+    assert plq.guarded(as3d, t3d, 1.0, "MV&T+1").ravel().tolist() == [1, 0, 0, 0, 0]
+    # per-slice acceptance: a slice whose IoU is low is the teacher's
+    scores = ({0: 0.5, 1: 0.95, 4: 0.95}, {0: 0.95}, {0: 0.95})  # view 0's slice 0 becomes the teacher's (0)
+    assert plq.guarded(as3d, t3d, 1.0, "MV@iou>=0.8", scores).ravel().tolist() == [0, 0, 0, 0, 1]
+    # native index maps: 1.5 mm index i sits at native 2.4 i
+    maps = plq.native_maps((3, 4, 5), (7, 9, 12), 1.5)
+    assert maps[0].tolist() == [0, 2, 5] and maps[2].tolist() == [0, 2, 5, 7, 10]
+    # the whole script on tiny cases, stand-in generalist, 1.5 mm and raw@1.5
+    root, _ = la_root
+    rows = plq.main(["--la-root", str(root), "--cases", "2", "--resolutions", "1.5", "raw@1.5", "--teachers", "gt",
+                     "dilated", "--recipes", "paper", "default", "--generalist", "box_threshold"])
+    assert len(rows) == 2 * 2 * 2 * 2
+    assert {r["resolution"] for r in rows} == {"1.5", "raw@1.5"}
+    assert all(0.0 <= r["MV"] <= 1.0 and r["prompted"] > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "| resolution | teacher | recipe | n | Dice teacher |" in out and "over-segmenting (mean)" in out
