@@ -63,9 +63,32 @@ def format_status(run_dir: str | os.PathLike) -> str:
             lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
     else:
         lines.append("rounds: none yet")
+    lines += _pseudo_label_lines(run_dir)
     for r in pending:
         lines += _pending_lines(run_dir, r)
     return "\n".join(lines)
+
+
+def _pseudo_label_lines(run_dir: Path) -> list[str]:
+    """The committed pseudo-label rounds: when, how many slices, the expert-plane check and its verdict."""
+    path = run_dir / "fmabs" / "pseudolabels" / "state.json"
+    if not path.is_file():
+        return []
+    rounds = _read_json(path, "pseudo-label state").get("rounds", [])
+    if not rounds:
+        return ["pseudo-label rounds: none yet"]
+
+    def number(value) -> str:
+        return "-" if value is None or value != value else f"{value:.3f}"
+
+    header = ("round", "iteration", "slices", "planes: Y_f", "teacher", "trained on", "sim: Y_f", "teacher")
+    rows = [(str(r.get("round")), str(r.get("iteration")), str(r.get("prompted_slices", "-")),
+             number(r.get("planes_dice_yf")), number(r.get("planes_dice_teacher")),
+             "-" if "accepted" not in r else ("Y_f" if r["accepted"] else "expert planes (rejected)"),
+             number(r.get("mean_dice_yf")), number(r.get("mean_dice_teacher"))) for r in rounds]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    return ["pseudo-label rounds (Dice on the expert's planes; sim: against the dense truth, never trained on):",
+            *("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in (header, *rows))]
 
 
 def _pending_lines(run_dir: Path, entry: dict) -> list[str]:

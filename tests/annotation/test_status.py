@@ -91,3 +91,20 @@ def test_a_corrupt_pool_file_is_named(tmp_path):
     (tmp_path / "fmabs" / "pool" / "pool.json").write_text("{")
     with pytest.raises(RunStateError, match="pool.json: the pool is not valid JSON"):
         format_status(tmp_path)
+
+
+def test_status_lists_pseudo_label_rounds_with_the_guards_verdict(tmp_path):
+    from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+
+    LabeledPool.open(tmp_path / "fmabs" / "pool", 2, CASES)
+    store = PseudoLabelStore(tmp_path / "fmabs" / "pseudolabels")
+    assert "pseudo-label rounds: none yet" in format_status(tmp_path)
+    for i, (yf, accepted) in enumerate(((0.81, True), (0.52, False))):
+        index, partial = store.begin_round(f"teacher{i}")
+        store.commit_round(index, partial, iteration=100 * (i + 1), reason="schedule",
+                           stats={"prompted_slices": 40, "planes_dice_yf": yf, "planes_dice_teacher": 0.8,
+                                  "accepted": accepted, "mean_dice_yf": 0.7, "mean_dice_teacher": 0.6})
+    lines = format_status(tmp_path).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("pseudo-label rounds"))
+    assert lines[start + 2].split()[:6] == ["0", "100", "40", "0.810", "0.800", "Y_f"]
+    assert "expert planes (rejected)" in lines[start + 3] and "0.520" in lines[start + 3]
