@@ -72,9 +72,9 @@ def format_status(run_dir: str | os.PathLike) -> str:
 def _pseudo_label_lines(run_dir: Path) -> list[str]:
     """The committed pseudo-label rounds: when, how many slices, the expert-plane check and its verdict."""
     path = run_dir / "fmabs" / "pseudolabels" / "state.json"
-    if not path.is_file():
+    if not path.parent.is_dir():
         return []
-    rounds = _read_json(path, "pseudo-label state").get("rounds", [])
+    rounds = _read_json(path, "pseudo-label state").get("rounds", []) if path.is_file() else []
     if not rounds:
         return ["pseudo-label rounds: none yet"]
 
