@@ -55,11 +55,20 @@ def test_family_loads_random_weights_and_answers_each_slice_at_its_size(name, ru
     assert generalist.stats["encoded_slices"] == 3 and generalist.stats["encoder_batches"] == 1
 
 
+def _edge_box(box, shape, resized):
+    """The box to give an upstream predictor (which scales both corners) so that it lands where ours does:
+    our far corner is (x1 + 1) s - 1 (box edges scaled, issue 12 defect 1), i.e. x1 + 1 - 1 / s before scaling."""
+    (h, w), (rh, rw) = shape, resized
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+    return np.array([x0, y0, x1 + 1 - w / rw, y1 + 1 - h / rh])
+
+
 def _predictor_masks(predictor_cls, model, slices, boxes, points, negatives, use_points=True):
     masks, scores = [], []
     for image, box, pos, neg in zip(slices, boxes, points, negatives):
         predictor = predictor_cls(model)
         predictor.set_image(np.repeat(slice_to_uint8(image)[:, :, None], 3, axis=2))
+        box = _edge_box(box, image.shape, predictor.input_size)
         coords = np.concatenate([pos, neg]) if use_points else None
         labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]) if use_points else None
         mask, score, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
@@ -119,7 +128,7 @@ def test_medsam_matches_medsam_inference_recipe(runs, random_checkpoints, three_
                                     anti_aliasing=True).astype(np.uint8)
         img_1024 = (img_1024 - img_1024.min()) / np.clip(img_1024.max() - img_1024.min(), 1e-8, None)
         tensor = torch.tensor(img_1024).float().permute(2, 0, 1).unsqueeze(0)
-        box_1024 = box[None] / np.array([W, H, W, H]) * 1024
+        box_1024 = (box[None] + np.array([0, 0, 1, 1])) / np.array([W, H, W, H]) * 1024 - np.array([0, 0, 1, 1])
         with torch.no_grad():
             embedding = medsam_model.image_encoder(tensor)
             sparse, dense = medsam_model.prompt_encoder(

@@ -50,7 +50,7 @@ def test_default_dtype_agrees_with_fp32(default, fp32):
 
 def upstream_litemedsam(net, image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """CVPR24_LiteMedSAM_infer.py, MedSAM_infer_npz_2D, for one slice and one box (cv2's
-    INTER_AREA replaced by resize_area, tested against OpenCV's definition in test_slices)."""
+    INTER_AREA replaced by resize_area, tested against OpenCV's definition in test_slices; box edges scaled)."""
     img_3c = np.repeat(slice_to_uint8(image)[:, :, None], 3, axis=-1)
     H, W = img_3c.shape[:2]
     newh, neww = resized_shape_longest((H, W))
@@ -59,7 +59,10 @@ def upstream_litemedsam(net, image: np.ndarray, box: np.ndarray) -> np.ndarray:
     img_256_padded = np.pad(img_256_norm, ((0, 256 - newh), (0, 256 - neww), (0, 0)))
     tensor = torch.tensor(img_256_padded).float().permute(2, 0, 1).unsqueeze(0)
     ratio = 256 / max(H, W)
-    box256 = np.array([int(b * ratio) for b in box])[None]
+    # upstream: int(b * ratio) of the inclusive indices, which cuts the object's last resized rows and columns;
+    # ours scales the box's pixel edges (issue 12, defect 1): x0 r, y0 r, (x1 + 1) r - 1, (y1 + 1) r - 1
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+    box256 = np.array([x0 * ratio, y0 * ratio, (x1 + 1) * ratio - 1, (y1 + 1) * ratio - 1])[None]
     with torch.no_grad():
         embedding = net.image_encoder(tensor)
         sparse, dense = net.prompt_encoder(points=None, masks=None,
