@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_fmabs.pseudolabels.fusion import fuse
-from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, PromptRecipe, teacher_object, teacher_prompts
+from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, PromptRecipe, prompt_object, teacher_prompts
 
 
 @dataclass
@@ -45,8 +45,9 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
         raise ValueError(f"image {image.shape} and teacher mask {teacher_mask.shape} differ in shape")
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     teacher_mask = np.asarray(teacher_mask).astype(bool)
+    obj = prompt_object(teacher_mask, recipe)  # once per scan: prompts and the limit of Y_f
     prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, (1.0, 1.0, 1.0) if spacing is None else spacing,
-                                       only_slices=only_slices)
+                                       only_slices=only_slices, obj=obj)
     views, scores = [], []
     n_prompted = 0
     for axis, prompts in enumerate(prompts_per_view):
@@ -69,7 +70,7 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
         scores.append(view_scores)
     fused = fuse(views, fusion)
     if recipe.limit_to_teacher_mm is not None:
-        fused &= near_teacher(teacher_mask, recipe, spacing)
+        fused &= near_object(obj, recipe.limit_to_teacher_mm, spacing)
     return VolumeLabels(tuple(views), fused, n_prompted, tuple(scores))  # type: ignore[arg-type]
 
 
@@ -85,6 +86,7 @@ def label_volume_fine(fine_image: np.ndarray, teacher_mask: np.ndarray, generali
     generalist sees the scan's own detail for the same number of slices; the teacher is upsampled (nearest)
     to build the prompts, and the view masks are read back at the coarse voxels.
     """
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
     maps = [np.asarray(m, dtype=np.int64) for m in index_maps]
     if len(maps) != 3 or any(m.shape != (n,) for m, n in zip(maps, teacher_mask.shape)):
         raise ValueError(f"index_maps must give one fine index per coarse index of {teacher_mask.shape}")
@@ -93,16 +95,15 @@ def label_volume_fine(fine_image: np.ndarray, teacher_mask: np.ndarray, generali
     nearest = [_nearest_coarse(m, n) for m, n in zip(maps, fine_image.shape)]
     fine_teacher = np.asarray(teacher_mask, dtype=bool)[np.ix_(*nearest)]
     fine = label_volume(fine_image, fine_teacher, generalist, rng, spacing=fine_spacing, fusion=fusion,
-                        recipe=(DEFAULT_RECIPE if recipe is None else recipe).with_(limit_to_teacher_mm=None),
+                        recipe=recipe.with_(limit_to_teacher_mm=None),
                         cache_key=cache_key, only_slices=[np.unique(m) for m in maps])
     grid = np.ix_(*maps)
     views = tuple(v[grid] for v in fine.views)
     scores = tuple({int(p): view_scores[int(r)] for p, r in enumerate(maps[a]) if int(r) in view_scores}
                    for a, view_scores in enumerate(fine.scores))
     fused = fuse(views, fusion)
-    recipe = DEFAULT_RECIPE if recipe is None else recipe
     if recipe.limit_to_teacher_mm is not None:
-        fused &= near_teacher(np.asarray(teacher_mask, dtype=bool), recipe, spacing)
+        fused &= near_object(prompt_object(teacher_mask, recipe), recipe.limit_to_teacher_mm, spacing)
     return VolumeLabels(views, fused, fine.n_prompted_slices, scores)  # type: ignore[arg-type]
 
 
@@ -114,13 +115,12 @@ def _nearest_coarse(index_map: np.ndarray, n_fine: int) -> np.ndarray:
     return np.searchsorted(midpoints, np.arange(n_fine), side="right").astype(np.int64)
 
 
-def near_teacher(teacher_mask: np.ndarray, recipe: PromptRecipe, spacing: Sequence[float] | None) -> np.ndarray:
-    """Voxels within ``recipe.limit_to_teacher_mm`` mm of the teacher's object (its filtered mask)."""
-    obj = teacher_object(teacher_mask, recipe.min_object_fraction) if recipe.object_filter else teacher_mask
+def near_object(obj: np.ndarray, mm: float, spacing: Sequence[float] | None) -> np.ndarray:
+    """Voxels within ``mm`` of the object (the recipe's ``limit_to_teacher_mm`` around the teacher's object)."""
     if not obj.any():
         return obj
     sampling = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
-    return ndimage.distance_transform_edt(~obj, sampling=sampling) <= recipe.limit_to_teacher_mm
+    return ndimage.distance_transform_edt(~obj, sampling=sampling) <= mm
 
 
 def _segment(generalist, slices, boxes, points, keys):

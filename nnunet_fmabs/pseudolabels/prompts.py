@@ -234,6 +234,12 @@ def teacher_object(mask3d: ArrayLike, min_fraction: float = 0.1) -> NDArray[np.b
     return np.isin(labels, keep)
 
 
+def prompt_object(mask3d: ArrayLike, recipe: PromptRecipe) -> NDArray[np.bool_]:
+    """What the recipe prompts and bounds Y_f by: the teacher's object, or all its foreground."""
+    mask = np.asarray(mask3d) != 0
+    return teacher_object(mask, recipe.min_object_fraction) if recipe.object_filter else mask
+
+
 def slice_object(mask2d: ArrayLike, min_fraction: float = 0.1) -> NDArray[np.bool_]:
     """A slice of the object without its specks: 2D components (8-connected) with at least
     ``min_fraction`` of the slice's largest component."""
@@ -254,10 +260,12 @@ def teacher_prompts(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     n_points: int | None = None,
     only_slices: Sequence[Sequence[int]] | None = None,
+    obj: NDArray[np.bool_] | None = None,
 ) -> list[list[tuple[int, SlicePrompt]]]:
     """Prompts of the three views (array axes 0, 1, 2) of P^t following ``recipe``; ``spacing``: mm per
     voxel along the mask's axes. ``n_points`` (when the recipe leaves it to the generalist): points per
-    slice. ``only_slices``: per view, the slice indices that may be prompted (None: all).
+    slice. ``only_slices``: per view, the slice indices that may be prompted (None: all). ``obj``: the
+    object :func:`prompt_object` already computed for this mask (else computed here).
     Returns, per view, (slice index, prompt) in increasing index order."""
     mask = np.asarray(mask3d) != 0
     if mask.ndim != 3:
@@ -266,7 +274,7 @@ def teacher_prompts(
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
     points = recipe.n_points if recipe.n_points is not None else (N_POINTS if n_points is None else n_points)
-    obj = teacher_object(mask, recipe.min_object_fraction) if recipe.object_filter else mask
+    obj = prompt_object(mask, recipe) if obj is None else obj
     views = []
     for axis in range(3):
         rows_mm, cols_mm = (spacing[a] for a in range(3) if a != axis)

@@ -450,7 +450,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
                "planes_voxels": agreement.voxels, "accepted": bool(accepted)}
         if not accepted:
             for case in self.pl_store.done_cases(partial):
-                shape = self.pl_store.load_teacher(partial / f"{case}.npz").shape
+                with np.load(partial / f"{case}.npz") as z:
+                    shape = z["y"].shape
                 fallback = np.full(shape, self.ignore_value, dtype=np.uint8)
                 if case in sources:  # the expert's planes, unknown elsewhere
                     cross = self._cross_target(case, sources, shape)
