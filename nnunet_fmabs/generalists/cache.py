@@ -16,13 +16,15 @@ import os
 import tempfile
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-MAGIC = b"FMABSEMB1\n"
+MAGIC = b"FMABSEMB2\n"  # 2: the header carries the payload's length and CRC-32
+LEGACY_MAGIC = b"FMABSEMB1\n"  # still read (entries were written atomically), never written
 SUFFIX = ".emb"
 RESCAN_SECONDS = 10.0
 STALE_PART_SECONDS = 3600.0  # a temporary file this old was left by a run that died mid-write
@@ -175,23 +177,30 @@ class EmbeddingCache:
     def _encode(key: str, array: np.ndarray) -> bytes:
         import blosc2
 
-        header = json.dumps({"key": key, "shape": list(array.shape), "dtype": "float16"}).encode()
         payload = blosc2.compress(np.ascontiguousarray(array).tobytes(), typesize=2, clevel=1,
                                   filter=blosc2.Filter.SHUFFLE, codec=blosc2.Codec.ZSTD)
+        header = json.dumps({"key": key, "shape": list(array.shape), "dtype": "float16",
+                             "bytes": len(payload), "crc32": zlib.crc32(payload)}).encode()
         return MAGIC + len(header).to_bytes(4, "little") + header + payload
 
     def _decode(self, blob: bytes, key: str) -> np.ndarray | None:
         import blosc2
 
         try:
-            if not blob.startswith(MAGIC):
+            checked = blob.startswith(MAGIC)
+            if not checked and not blob.startswith(LEGACY_MAGIC):
                 raise ValueError("bad magic")
             start = len(MAGIC) + 4
             length = int.from_bytes(blob[len(MAGIC):start], "little")
             header = json.loads(blob[start:start + length])
             if header["key"] != key:
                 return None  # another entry under the same file name: a miss, not a wrong answer
-            data = blosc2.decompress(blob[start + length:])
+            payload = blob[start + length:]
+            # blosc2 may "decompress" a truncated chunk without complaint: check what was written
+            if checked and (len(payload) != header["bytes"]
+                            or zlib.crc32(payload) != header["crc32"]):
+                raise ValueError("truncated or damaged payload")
+            data = blosc2.decompress(payload)
             return np.frombuffer(data, dtype=np.float16).reshape(header["shape"])
         except Exception:  # a damaged entry is a miss; remove it so it is rewritten
             self.path_for(key).unlink(missing_ok=True)

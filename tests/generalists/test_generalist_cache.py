@@ -101,3 +101,30 @@ def test_two_runs_share_a_folder(tmp_path):
 def test_bad_policy_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="on_full"):
         EmbeddingCache(tmp_path, on_full="grow")
+
+
+def test_a_flipped_byte_in_the_payload_is_a_miss(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    cache.put("a", EMBEDDING)
+    path = cache.path_for("a")
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    assert cache.get("a") is None
+    assert not path.exists()
+
+
+def test_entries_of_the_previous_format_are_still_read(tmp_path):
+    import json
+
+    import blosc2
+
+    from nnunet_fmabs.generalists.cache import LEGACY_MAGIC
+
+    cache = EmbeddingCache(tmp_path)
+    header = json.dumps({"key": "a", "shape": list(EMBEDDING.shape), "dtype": "float16"}).encode()
+    payload = blosc2.compress(EMBEDDING.astype(np.float16).tobytes(), typesize=2)
+    path = cache.path_for("a")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(LEGACY_MAGIC + len(header).to_bytes(4, "little") + header + payload)
+    np.testing.assert_array_equal(cache.get("a"), EMBEDDING.astype(np.float16))
