@@ -54,6 +54,11 @@ RECIPE_GRID: dict[str, PromptRecipe] = {
     "object, 2.5 mm, no specks<20mm2": PAPER_RECIPE.with_(box_growth_mm=2.5, min_slice_area_mm2=20.0),
     "object, 2.5 mm, no specks<60mm2": PAPER_RECIPE.with_(box_growth_mm=2.5, min_slice_area_mm2=60.0),
     "all-fg, 2.5 mm": PAPER_RECIPE.with_(box_growth_mm=2.5, object_filter=False),
+    "default, core 1.5 mm": DEFAULT_RECIPE.with_(core_mm=1.5),
+    "default, core 3 mm": DEFAULT_RECIPE.with_(core_mm=3.0),
+    "default, core 4.5 mm": DEFAULT_RECIPE.with_(core_mm=4.5),
+    "default, within 0 mm": DEFAULT_RECIPE.with_(limit_to_teacher_mm=0.0),
+    "default, core 3 mm, within 0 mm": DEFAULT_RECIPE.with_(core_mm=3.0, limit_to_teacher_mm=0.0),
 }
 
 
@@ -304,8 +309,9 @@ def main(argv=None):
                     out = run_recipes(image_n, gt_n, teacher_n, sp, generalist, recipes, ("la", "native", case),
                                       args.seed)
                 else:
+                    # the training's own key (dataset, configuration, case): its embedding cache serves
                     out = run_recipes(image, gt, teacher, spacing, generalist, recipes,
-                                      ("real", str(args.real_run), case), args.seed)
+                                      (args.real_run.resolve().parent.parent.name, "3d_fullres", case), args.seed)
                 for r in out:
                     rows.append({"source": "real", "resolution": resolution, "case": case,
                                  "teacher": f"real t={iteration}", **r})

@@ -49,7 +49,9 @@ class PromptRecipe:
     ``n_points``: positive points per slice; None lets the generalist decide (box-only families such
     as LiteMedSAM and MedSAM take none). ``limit_to_teacher_mm``: Y_f is kept only within this distance
     of the teacher's object (None: no limit); the generalist may trim the teacher and grow it by that
-    much, not leak along the vessels and chambers around it.
+    much, not leak along the vessels and chambers around it. ``core_mm``: boxes (and points) are drawn
+    around the object's core, the voxels deeper than this inside it (0: the object itself); an
+    over-segmenting teacher's boxes shrink towards the structure, Y_f stays bounded by the object.
     """
 
     name: str = "custom"
@@ -60,6 +62,7 @@ class PromptRecipe:
     min_slice_area_mm2: float = 0.0
     n_points: int | None = N_POINTS
     limit_to_teacher_mm: float | None = None
+    core_mm: float = 0.0
 
     def __post_init__(self):
         if not (self.box_growth_mm >= 0 and math.isfinite(self.box_growth_mm)):
@@ -69,6 +72,8 @@ class PromptRecipe:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if self.min_slice_area_mm2 < 0 or (self.n_points is not None and self.n_points < 0):
             raise ValueError("min_slice_area_mm2 and n_points must be >= 0")
+        if not (self.core_mm >= 0 and math.isfinite(self.core_mm)):
+            raise ValueError(f"core_mm must be a finite number >= 0, got {self.core_mm!r}")
         if self.limit_to_teacher_mm is not None and not self.limit_to_teacher_mm >= 0:
             raise ValueError(f"limit_to_teacher_mm must be None or >= 0, got {self.limit_to_teacher_mm!r}")
 
@@ -85,6 +90,8 @@ class PromptRecipe:
                 f"{self.min_slice_fraction:g} x largest)" if self.object_filter else "all teacher foreground")
         limit = ("no limit" if self.limit_to_teacher_mm is None
                  else f"kept within {self.limit_to_teacher_mm:g} mm of the teacher's object")
+        if self.core_mm > 0:
+            filt += f" without its outer {self.core_mm:g} mm"
         return (f"prompt recipe {self.name!r}: box of the {filt}, grown 0-{self.box_growth_mm:g} mm per side; "
                 f"slices with an object under {self.min_slice_area_mm2:g} mm^2 unprompted; points: {points}; "
                 f"Y_f {limit}")
@@ -240,6 +247,17 @@ def prompt_object(mask3d: ArrayLike, recipe: PromptRecipe) -> NDArray[np.bool_]:
     return teacher_object(mask, recipe.min_object_fraction) if recipe.object_filter else mask
 
 
+def object_core(obj: ArrayLike, depth_mm: float, spacing: Sequence[float]) -> NDArray[np.bool_]:
+    """The voxels of ``obj`` farther than ``depth_mm`` from the nearest voxel outside it (centre to centre,
+    anisotropic ``spacing`` in mm; beyond the volume's border counts as outside)."""
+    obj = np.asarray(obj) != 0
+    if depth_mm <= 0 or not obj.any():
+        return obj
+    padded = np.pad(obj, 1)  # the volume's border counts as outside
+    depth = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return depth > depth_mm
+
+
 def slice_object(mask2d: ArrayLike, min_fraction: float = 0.1) -> NDArray[np.bool_]:
     """A slice of the object without its specks: 2D components (8-connected) with at least
     ``min_fraction`` of the slice's largest component."""
@@ -275,6 +293,8 @@ def teacher_prompts(
         raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
     points = recipe.n_points if recipe.n_points is not None else (N_POINTS if n_points is None else n_points)
     obj = prompt_object(mask, recipe) if obj is None else obj
+    if recipe.core_mm > 0:
+        obj = object_core(obj, recipe.core_mm, spacing)
     views = []
     for axis in range(3):
         rows_mm, cols_mm = (spacing[a] for a in range(3) if a != axis)

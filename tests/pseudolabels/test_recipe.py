@@ -205,3 +205,34 @@ def test_label_volume_fine_prompts_the_fine_slices_at_the_coarse_positions():
     np.testing.assert_array_equal(same.fused, grid.fused)
     with pytest.raises(ValueError, match="one fine index per coarse index"):
         label_volume_fine(fine, teacher, _ThresholdInBox(), rng, maps[:2], fine_spacing=(1.0, 1.0, 1.0))
+
+
+def test_object_core_is_the_object_deeper_than_the_depth_in_mm():
+    from nnunet_fmabs.pseudolabels.prompts import object_core
+
+    mask = np.zeros((20, 30, 30), bool)
+    mask[4:16, 5:25, 5:25] = True  # 12 x 20 x 20 voxels
+    # spacing (2, 1, 1) mm: voxel 4 of axis 0 lies 2 mm from the outside voxel 3, voxel 5 4 mm;
+    # along axes 1 and 2 voxel 7 lies 3 mm from voxel 4 (not kept), voxel 8 4 mm
+    core = object_core(mask, 3.0, (2.0, 1.0, 1.0))
+    expected = np.zeros_like(mask)
+    expected[5:15, 8:22, 8:22] = True
+    np.testing.assert_array_equal(core, expected)
+    np.testing.assert_array_equal(object_core(mask, 0.0, (1, 1, 1)), mask)
+    # the volume's border is outside: an object touching it is eroded there too
+    full = np.ones((10, 10, 10), bool)
+    assert object_core(full, 1.5, (1, 1, 1)).sum() == 8 ** 3
+
+
+def test_boxes_come_from_the_core_and_y_f_stays_bounded_by_the_object():
+    mask = np.zeros((24, 24, 24), bool)
+    mask[4:20, 4:20, 4:20] = True
+    recipe = DEFAULT_RECIPE.with_(box_growth_mm=0.0, core_mm=2.0)
+    views = teacher_prompts(mask, np.random.default_rng(0), recipe, (1.0, 1.0, 1.0))
+    for prompts in views:
+        # the core: voxels more than 2 mm inside, i.e. indices 6..17
+        assert [i for i, _ in prompts] == list(range(6, 18))
+        assert {p.box for _, p in prompts} == {(6, 6, 17, 17)}
+    with pytest.raises(ValueError, match="core_mm"):
+        PromptRecipe(core_mm=-1.0)
+    assert "without its outer 2 mm" in recipe.describe()
