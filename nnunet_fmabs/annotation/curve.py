@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from nnunet_fmabs import atomic
+from nnunet_fmabs.figures import figure_style, save_figure
 
 FIELDS = ("round", "iteration", "labeled_scans", "labeled_slices", "val_dice")
 
@@ -32,10 +33,8 @@ def append_curve_point(folder: Path, point: dict) -> None:
     plot_curve(rows, folder / "active_learning_curve.png")
 
 
-def plot_curve(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def curve_figure(rows: list[dict]):
+    """The figure (call inside :func:`~nnunet_fmabs.figures.figure_style`)."""
     import matplotlib.pyplot as plt
 
     x = [int(r["labeled_slices"]) for r in rows]
@@ -43,12 +42,17 @@ def plot_curve(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, y, "o-")
     for r, xi, yi in zip(rows, x, y):
-        ax.annotate(f"t={r['iteration']}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.annotate(f"t={r['iteration']}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                    annotation_clip=True)
     ax.set_xlabel("labeled slices (3 per queried scan)")
     ax.set_ylabel("student Dice, validation scans")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.08)  # room above 1 for the labels of the points
+    ax.margins(x=0.12)
     ax.grid(alpha=0.3)
     ax.set_title("Active-learning curve")
-    fig.tight_layout()
-    atomic.write_with(path, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
+    return fig
+
+
+def plot_curve(rows: list[dict], path: Path) -> None:
+    with figure_style():
+        save_figure(curve_figure(rows), path, dpi=100)

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_fmabs import atomic
+from nnunet_fmabs.figures import figure_style, save_figure, wrap
 
 VIEW_NAMES = ("view 0", "view 1", "view 2")
 
 
-def save_round_figure(path: Path, image: np.ndarray, teacher: np.ndarray, views, fused: np.ndarray,
-                      gt: np.ndarray | None = None, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def round_figure(image: np.ndarray, teacher: np.ndarray, views, fused: np.ndarray,
+                 gt: np.ndarray | None = None, title: str = ""):
+    """The figure (call inside :func:`~nnunet_fmabs.figures.figure_style`)."""
     import matplotlib.pyplot as plt
 
     columns = [("teacher P^t", None), ("generalist, this view", "view"), ("fused Y_f", fused)]
@@ -37,13 +35,17 @@ def save_round_figure(path: Path, image: np.ndarray, teacher: np.ndarray, views,
             ax.set_xticks([])
             ax.set_yticks([])
             if axis == 0:
-                ax.set_title(name, fontsize=9)
+                ax.set_title(name)
             if col == 0:
-                ax.set_ylabel(f"{VIEW_NAMES[axis]}, slice {index}", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    atomic.write_with(path, lambda p: fig.savefig(p, dpi=80, format="png"))
-    plt.close(fig)
+                ax.set_ylabel(f"{VIEW_NAMES[axis]}, slice {index}")
+    fig.suptitle(wrap(title, 16 * len(columns)))
+    return fig
+
+
+def save_round_figure(path: Path, image: np.ndarray, teacher: np.ndarray, views, fused: np.ndarray,
+                      gt: np.ndarray | None = None, title: str = "") -> None:
+    with figure_style():
+        save_figure(round_figure(image, teacher, views, fused, gt, title), path, dpi=80)
 
 
 def _middle_of(mask: np.ndarray, axis: int) -> int:

@@ -4,13 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from nnunet_fmabs import atomic
+from nnunet_fmabs.figures import figure_style, save_figure
 
 
-def plot_loss_terms(logging: dict, keys: Sequence[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def loss_terms_figure(logging: dict, keys: Sequence[str]):
+    """The figure (call inside :func:`~nnunet_fmabs.figures.figure_style`)."""
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_w) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
@@ -24,10 +22,12 @@ def plot_loss_terms(logging: dict, keys: Sequence[str], path: Path) -> None:
     ax_w.set_ylabel("weight")
     ax_w.set_xlabel("epoch")
     for ax in (ax_loss, ax_w):
-        ax.legend(fontsize=8)
+        ax.legend()
         ax.grid(alpha=0.3)
     ax_loss.set_title("L = L_sup^cross + lambda_sam L_sup^SAM + lambda_c L_c")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_with(path, lambda p: fig.savefig(p, dpi=80, format="png"))
-    plt.close(fig)
+    return fig
+
+
+def plot_loss_terms(logging: dict, keys: Sequence[str], path: Path) -> None:
+    with figure_style():
+        save_figure(loss_terms_figure(logging, keys), path, dpi=80)
