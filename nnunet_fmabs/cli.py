@@ -58,11 +58,15 @@ def _cmd_weights(args) -> int:
         path = download_weights(args.name, dest=args.dest, url=args.url)
         print(f"{args.name}: {path}")
         return 0
+    from nnunet_fmabs.generalists import available_generalists
+
+    available_generalists()  # plugins register their own weights with their classes
     rows = weights_table()
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         state = "present" if r["present"] else "missing"
-        print(f"{r['name']:<{width}}  {state:8s} {r['path']}\n{'':<{width}}  set {r['env_var']} or download: {r['url']}")
+        print(f"{r['name']:<{width}}  {state:8s} {r['path']}\n{'':<{width}}  set {r['env_var']} or download: {r['url']}"
+              f"\n{'':<{width}}  licence: {r['licence']}")
     return 0
 
 
@@ -101,7 +105,8 @@ def _cmd_doctor(args) -> int:
     from nnunet_fmabs.generalists.weights import weights_table
 
     for r in weights_table():
-        print(f"  {r['name']:12s} weights {'present' if r['present'] else 'missing'}: {r['path']}")
+        print(f"  {r['name']:12s} weights {'present' if r['present'] else 'missing'}: {r['path']} "
+              f"(licence {r['licence']})")
     return 1 if failures else 0
 
 

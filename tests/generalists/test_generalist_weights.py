@@ -68,7 +68,8 @@ def test_weights_table_for_the_cli(tmp_path, monkeypatch):
     assert rows["mobilesam"]["path"] == str(file)
     assert rows["sam_vit_l"]["path"] == str(tmp_path / "weights" / "sam_vit_l_0b3195.pth")
     assert rows["sam_vit_b"]["url"] == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
-    assert all(set(row) == {"name", "env_var", "path", "present", "url"} for row in rows.values())
+    assert all(set(row) == {"name", "env_var", "path", "present", "url", "licence"} for row in rows.values())
+    assert rows["sam_vit_h"]["licence"].startswith("Apache-2.0")
 
 
 def test_generalist_status_for_doctor():
@@ -137,3 +138,64 @@ def test_corrupt_or_truncated_checkpoint_names_the_file(tmp_path):
     shutil.copy(good, tmp_path / "tiny.pth")
     with pytest.raises(CheckpointError, match="missing keys"):
         TinySam(checkpoint=tmp_path / "tiny.pth")
+
+
+PLUGIN_WITH_WEIGHTS = '''
+from nnunet_fmabs.generalists.sam import SamViTB
+from nnunet_fmabs.generalists.weights import WeightsSpec
+
+
+class TinyPluginSam(SamViTB):
+    """A third party's family: SAM's code path, a tiny encoder, weights of its own."""
+
+    encoder = (32, 2, 1, (1,))
+    weights = WeightsSpec("tiny_plugin_sam", "tiny_plugin_sam.pth", "FMABS_TINY_PLUGIN_SAM_CHECKPOINT",
+                          url="https://example.org/tiny_plugin_sam.pth", licence="MIT")
+'''
+
+
+def test_a_plugin_brings_its_own_weights(tmp_path, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from nnunet_fmabs.generalists import available_generalists, get_generalist, registry, weights
+    from nnunet_fmabs.generalists.registry import declare_plugins
+    from .conftest import save_random_weights
+
+    (tmp_path / "fmabs_weights_plugin.py").write_text(PLUGIN_WITH_WEIGHTS)
+    declare_plugins(tmp_path, "fmabs-weights-plugin", {"tinyplug": "fmabs_weights_plugin:TinyPluginSam"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(weights, "WEIGHTS", dict(weights.WEIGHTS))
+    assert "tinyplug" in available_generalists()
+    cls = registry.generalist_class("tinyplug")
+    assert cls.weights_name == "tiny_plugin_sam"
+    rows = {row["name"]: row for row in weights_table()}
+    assert rows["tiny_plugin_sam"]["licence"] == "MIT" and not rows["tiny_plugin_sam"]["present"]
+    with pytest.raises(FileNotFoundError, match="FMABS_TINY_PLUGIN_SAM_CHECKPOINT"):
+        get_generalist("tinyplug")
+    (tmp_path / "weights").mkdir()
+    save_random_weights(cls, tmp_path / "weights" / "tiny_plugin_sam.pth")  # the plugin's download folder
+    generalist = get_generalist("tinyplug")
+    assert generalist.checkpoint == tmp_path / "weights" / "tiny_plugin_sam.pth"
+    image = np.zeros((24, 20), np.float32)
+    image[6:16, 5:12] = 1.0
+    masks = generalist.segment([image], np.array([[5, 6, 11, 15]]))
+    assert masks[0].shape == (24, 20) and masks[0].dtype == bool
+    status = {row["name"]: row for row in generalist_status()}
+    assert status["tinyplug"]["present"] and status["tinyplug"]["licence"] == "MIT"
+    # another spec under the same weights name is refused
+    with pytest.raises(ValueError, match="taken"):
+        weights.register_weights(weights.WeightsSpec("tiny_plugin_sam", "other.pth", "X", url="u"))
+    sys.modules.pop("fmabs_weights_plugin")
+
+
+def test_an_explicit_checkpoint_wins_even_without_a_spec(tmp_path):
+    file = tmp_path / "fine_tuned.pth"
+    file.write_bytes(b"x")
+    assert resolve_checkpoint("a_plugin_without_spec", file) == file
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_checkpoint("a_plugin_without_spec", tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="no weights known.*WeightsSpec"):
+        resolve_checkpoint("a_plugin_without_spec")
