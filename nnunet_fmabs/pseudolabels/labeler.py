@@ -69,8 +69,19 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
         views.append(view)
         scores.append(view_scores)
     fused = fuse(views, fusion)
-    if recipe.limit_to_teacher_mm is not None:
-        fused &= near_object(obj, recipe.limit_to_teacher_mm, spacing)
+    limit = None if recipe.limit_to_teacher_mm is None else near_object(obj, recipe.limit_to_teacher_mm, spacing)
+    if limit is not None:
+        fused &= limit
+    for _ in range(recipe.refine_steps):  # the generalist prompted again by its own Y_f
+        if not fused.any():
+            break
+        again = label_volume(image, fused, generalist, rng, spacing=spacing, fusion=fusion,
+                             recipe=recipe.with_(refine_steps=0, core_mm=0.0, limit_to_teacher_mm=None),
+                             cache_key=cache_key, only_slices=only_slices)
+        views, scores, fused = list(again.views), list(again.scores), again.fused
+        n_prompted += again.n_prompted_slices
+        if limit is not None:
+            fused &= limit
     return VolumeLabels(tuple(views), fused, n_prompted, tuple(scores))  # type: ignore[arg-type]
 
 

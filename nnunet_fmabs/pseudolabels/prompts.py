@@ -52,6 +52,8 @@ class PromptRecipe:
     much, not leak along the vessels and chambers around it. ``core_mm``: boxes (and points) are drawn
     around the object's core, the voxels deeper than this inside it (0: the object itself); an
     over-segmenting teacher's boxes shrink towards the structure, Y_f stays bounded by the object.
+    ``refine_steps``: times the generalist is prompted again by its own Y_f (boxes of Y_f's object;
+    decoder calls only where the embedding cache holds the slices), Y_f still bounded by the teacher's.
     """
 
     name: str = "custom"
@@ -63,6 +65,7 @@ class PromptRecipe:
     n_points: int | None = N_POINTS
     limit_to_teacher_mm: float | None = None
     core_mm: float = 0.0
+    refine_steps: int = 0
 
     def __post_init__(self):
         if not (self.box_growth_mm >= 0 and math.isfinite(self.box_growth_mm)):
@@ -72,6 +75,8 @@ class PromptRecipe:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if self.min_slice_area_mm2 < 0 or (self.n_points is not None and self.n_points < 0):
             raise ValueError("min_slice_area_mm2 and n_points must be >= 0")
+        if not (isinstance(self.refine_steps, int) and self.refine_steps >= 0):
+            raise ValueError(f"refine_steps must be an integer >= 0, got {self.refine_steps!r}")
         if not (self.core_mm >= 0 and math.isfinite(self.core_mm)):
             raise ValueError(f"core_mm must be a finite number >= 0, got {self.core_mm!r}")
         if self.limit_to_teacher_mm is not None and not self.limit_to_teacher_mm >= 0:
@@ -92,9 +97,10 @@ class PromptRecipe:
                  else f"kept within {self.limit_to_teacher_mm:g} mm of the teacher's object")
         if self.core_mm > 0:
             filt += f" without its outer {self.core_mm:g} mm"
+        refine = f"; prompted again by its own Y_f {self.refine_steps}x" if self.refine_steps else ""
         return (f"prompt recipe {self.name!r}: box of the {filt}, grown 0-{self.box_growth_mm:g} mm per side; "
                 f"slices with an object under {self.min_slice_area_mm2:g} mm^2 unprompted; points: {points}; "
-                f"Y_f {limit}")
+                f"Y_f {limit}{refine}")
 
 
 PAPER_RECIPE = PromptRecipe(name="paper", box_growth_mm=PAPER_BOX_GROWTH_MM, object_filter=True,

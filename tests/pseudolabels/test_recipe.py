@@ -236,3 +236,32 @@ def test_boxes_come_from_the_core_and_y_f_stays_bounded_by_the_object():
     with pytest.raises(ValueError, match="core_mm"):
         PromptRecipe(core_mm=-1.0)
     assert "without its outer 2 mm" in recipe.describe()
+
+
+def test_refinement_prompts_the_generalist_again_with_its_own_y_f():
+    """A stand-in that answers the box shrunk by one pixel: every pass shrinks the MV cube by 1 voxel."""
+
+    class ShrinkBox:
+        def segment(self, slices, boxes, points=None):
+            out = []
+            for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+                m = np.zeros(image.shape, bool)
+                m[y0 + 1:y1, x0 + 1:x1] = True
+                out.append(m)
+            return out
+
+    teacher = np.zeros((24, 24, 24), bool)
+    teacher[4:20, 4:20, 4:20] = True
+    image = np.zeros(teacher.shape, np.float32)
+    recipe = DEFAULT_RECIPE.with_(box_growth_mm=0.0)
+    for steps, (lo, hi) in ((0, (5, 19)), (1, (6, 18)), (2, (7, 17))):
+        out = label_volume(image, teacher, ShrinkBox(), np.random.default_rng(0), spacing=(1, 1, 1),
+                           recipe=recipe.with_(refine_steps=steps))
+        expected = np.zeros_like(teacher)
+        expected[lo:hi, lo:hi, lo:hi] = True
+        np.testing.assert_array_equal(out.fused, expected)
+    # the second pass prompts the slices of the first pass's Y_f: 3 x 16 + 3 x 14
+    assert label_volume(image, teacher, ShrinkBox(), np.random.default_rng(0), spacing=(1, 1, 1),
+                        recipe=recipe.with_(refine_steps=1)).n_prompted_slices == 3 * 16 + 3 * 14
+    with pytest.raises(ValueError, match="refine_steps"):
+        PromptRecipe(refine_steps=-1)
