@@ -61,6 +61,10 @@ RECIPE_GRID: dict[str, PromptRecipe] = {
     "default, refined 1x": DEFAULT_RECIPE.with_(refine_steps=1),
     "default, refined 2x": DEFAULT_RECIPE.with_(refine_steps=2),
     "default, core 3 mm, refined 1x": DEFAULT_RECIPE.with_(core_mm=3.0, refine_steps=1),
+    "default, core 1.5 mm, within 0 mm": DEFAULT_RECIPE.with_(core_mm=1.5, limit_to_teacher_mm=0.0),
+    "default, core 1.5 mm, refined 1x": DEFAULT_RECIPE.with_(core_mm=1.5, refine_steps=1),
+    "default, core 1.5 mm, refined 1x, within 0 mm": DEFAULT_RECIPE.with_(core_mm=1.5, refine_steps=1,
+                                                                          limit_to_teacher_mm=0.0),
     "default, core 3 mm, within 0 mm": DEFAULT_RECIPE.with_(core_mm=3.0, limit_to_teacher_mm=0.0),
 }
 

@@ -51,6 +51,8 @@ class RunSettings:
     min_slice_area_mm2: float = DEFAULT_RECIPE.min_slice_area_mm2  # smaller slices of the object: no prompt
     n_points: str = "auto" if DEFAULT_RECIPE.n_points is None else str(DEFAULT_RECIPE.n_points)
     limit_to_teacher_mm: str = _off_or(DEFAULT_RECIPE.limit_to_teacher_mm)  # off | mm around the teacher's object
+    core_mm: float = DEFAULT_RECIPE.core_mm  # boxes around the object without its outer core_mm
+    refine_steps: int = DEFAULT_RECIPE.refine_steps  # the generalist prompted again by its own Y_f
     prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
     # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail)
     pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
@@ -86,7 +88,8 @@ class RunSettings:
         limit = None if self.limit_to_teacher_mm == "off" else float(self.limit_to_teacher_mm)
         recipe = base.with_(name=base.name, box_growth_mm=float(self.box_growth_mm),
                             object_filter=bool(self.object_filter), min_slice_area_mm2=float(self.min_slice_area_mm2),
-                            n_points=n_points, limit_to_teacher_mm=limit)
+                            n_points=n_points, limit_to_teacher_mm=limit, core_mm=float(self.core_mm),
+                            refine_steps=int(self.refine_steps))
         return recipe if recipe == base else recipe.with_()
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +125,8 @@ def _recipe_defaults(name: str) -> dict[str, Any]:
     return {"prompt_recipe": name, "box_growth_mm": recipe.box_growth_mm, "object_filter": int(recipe.object_filter),
             "min_slice_area_mm2": recipe.min_slice_area_mm2,
             "n_points": "auto" if recipe.n_points is None else str(recipe.n_points),
-            "limit_to_teacher_mm": _off_or(recipe.limit_to_teacher_mm)}
+            "limit_to_teacher_mm": _off_or(recipe.limit_to_teacher_mm), "core_mm": recipe.core_mm,
+            "refine_steps": recipe.refine_steps}
 
 
 def env_name(field_name: str) -> str:

@@ -31,6 +31,22 @@ TINY = {
 }
 
 
+# the `slow` marker: trainings through nnU-Net's stock CLI and runs of the real generalist weights;
+# `pytest -m "not slow"` runs the rest (the unit tests) in about a minute
+SLOW_FIXTURES = {"nnunet_run"}
+SLOW_MODULES = {"test_demo.py", "test_generalist_litemedsam.py", "test_label_volume.py", "test_benchmarks.py"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a training through nnU-Net's CLI or a run of real generalist weights")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def run_cli(args: list[str], env: dict, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     exe = args[0] if os.path.isabs(args[0]) else str(BIN / args[0])
     proc = subprocess.run([exe, *args[1:]], env=env, capture_output=True, text=True, timeout=timeout)

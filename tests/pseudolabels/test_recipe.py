@@ -152,6 +152,10 @@ def test_recipe_settings_named_and_overridden():
     assert custom.to_dict()["prompt_recipe"] == "paper"
     limited = RunSettings.from_environ({"FMABS_LIMIT_TO_TEACHER_MM": "4.5"})
     assert limited.recipe().limit_to_teacher_mm == 4.5
+    shaped = RunSettings.from_environ({"FMABS_CORE_MM": "1.5", "FMABS_REFINE_STEPS": "1"}).recipe()
+    assert (shaped.core_mm, shaped.refine_steps, shaped.name) == (1.5, 1, "custom")
+    with pytest.raises(ValueError, match="core_mm"):
+        RunSettings.from_environ({"FMABS_CORE_MM": "-2"}).recipe()
     with pytest.raises(ValueError, match="known recipes are default, paper"):
         RunSettings.from_environ({"FMABS_PROMPT_RECIPE": "best"})
     with pytest.raises(ValueError, match="FMABS_N_POINTS='many'"):
