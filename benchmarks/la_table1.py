@@ -605,8 +605,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per training on CPU (FMABS_CPU_THREADS); e.g. 1 for two benchmark "
                         "processes pinned to one core each (taskset -c 0 / -c 1)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FMABS_NAME=VALUE",
+                   help="a run setting for every training (e.g. FMABS_CORE_MM=1.5; repeatable); the runs go to "
+                        "results/<seed>_<tag>, so that runs with other settings stay")
+    p.add_argument("--tag", default=None, help="name of those runs' folder suffix (default: from --set)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (settings and commands) and stop")
     return p
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, str]:
+    """``--set`` items as a dict; the protocol's own keys stay the protocol's."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("FMABS_"):
+            raise SystemExit(f"--set {item!r}: use FMABS_NAME=VALUE")
+        if key in PROTOCOL_KEYS:
+            raise SystemExit(f"--set {key}: set by the protocol (use --epochs, --k, --budget, ...)")
+        out[key] = value
+    return out
+
+
+PROTOCOL_KEYS = ("FMABS_BUDGET", "FMABS_K", "FMABS_EPOCHS", "FMABS_ITERATIONS_PER_EPOCH", "FMABS_VAL_ITERATIONS",
+                 "FMABS_SEED", "FMABS_TTA")
 
 
 def resolve(args: argparse.Namespace) -> dict:
@@ -621,10 +642,13 @@ def resolve(args: argparse.Namespace) -> dict:
     test_root = Path(args.test_root).resolve() if args.test_root else None
     fold = args.fold if args.fold != "auto" else ("all" if test_root else "0")
     plans_name = f"nnUNetPlans_fmabs{args.protocol.upper()}"
+    settings = parse_settings(args.settings)
+    tag = args.tag or ",".join(f"{k[6:].lower()}={v}" for k, v in settings.items())
+    runs = [(f"{name}_{tag}" if tag else name, seed) for name, seed in run_seeds(args.seeds, args.repetitions)]
     return {
         "protocol": protocol, "workdir": workdir, "la_root": Path(args.la_root), "test_root": test_root,
         "fold": fold, "plans_name": plans_name, "device": args.device, "methods": list(args.methods),
-        "runs": run_seeds(args.seeds, args.repetitions),
+        "runs": runs, "settings": settings,
         "max_cases": args.max_cases if args.max_cases is not None else protocol.max_cases,
         "dataset_id": args.dataset_id, "raw": workdir / "nnUNet_raw",
         "preprocessed": workdir / "nnUNet_preprocessed", "np": args.np,
@@ -641,6 +665,7 @@ def describe_plan(cfg: dict) -> list[str]:
              f"data: {cfg['la_root']}" + (f" (first {cfg['max_cases']} cases)" if cfg["max_cases"] else " (all)"),
              f"test set: {test}", f"device {cfg['device']}; workdir {workdir}",
              f"methods: {', '.join(cfg['methods'])}; runs: {', '.join(f'{n} (FMABS_SEED={s})' for n, s in cfg['runs'])}",
+             f"settings: {' '.join(f'{k}={v}' for k, v in cfg.get('settings', {}).items()) or 'the defaults'}",
              "", "steps:",
              f"  1. convert_la(spacing={protocol.spacing_mm}) -> {cfg['raw'] / ds}",
              f"  2. nnUNetv2_plan_and_preprocess -d {cfg['dataset_id']} -c {CONFIGURATION} -np {cfg['np']}; derive "
@@ -733,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in cfg["methods"]:
             env = trainer_env(base_env, protocol, seed=seed, budget=budget, results=results, device=args.device,
                               embedding_cache=workdir / "embedding_cache", threads=args.threads)
+            env.update(cfg["settings"])
             fold_dir = results / ds_name / f"{method}__{cfg['plans_name']}__{CONFIGURATION}" / f"fold_{cfg['fold']}"
             entry = {"method": method, "run": run_name, "seed": seed, "fold_dir": str(fold_dir)}
             t0 = time.perf_counter()

@@ -216,6 +216,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(la, tmp_path, capsys):
     assert "-f all" in out and "-device cuda" in out
     with pytest.raises(SystemExit):
         la.main(["--dry-run", "--methods", "NoSuchTrainer"])
+    # run settings: passed to every training, the runs in a folder of their own
+    assert la.main(["--dry-run", "--workdir", str(workdir), "--methods", "FMABSTrainer_RAND_MV_t0",
+                    "--set", "FMABS_CORE_MM=1.5", "--set", "FMABS_REFINE_STEPS=1"]) == 0
+    out = capsys.readouterr().out
+    assert "seed0_core_mm=1.5,refine_steps=1 (FMABS_SEED=0)" in out
+    assert "settings: FMABS_CORE_MM=1.5 FMABS_REFINE_STEPS=1" in out
+    with pytest.raises(SystemExit, match="set by the protocol"):
+        la.main(["--dry-run", "--set", "FMABS_BUDGET=3"])
+    with pytest.raises(SystemExit, match="FMABS_NAME=VALUE"):
+        la.main(["--dry-run", "--set", "CORE_MM=1.5"])
 
 
 def test_trainer_overhead_yf_batches():
