@@ -650,20 +650,21 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         return out
 
     def _consistency(self, data: torch.Tensor, student_probs: torch.Tensor, t: int) -> torch.Tensor:
-        """L_c: MAE between softmax(teacher(X + xi_j)) and softmax(student(X)), j = 1..J (2.2)."""
+        """L_c: MAE between softmax(teacher(X + xi_j)) and softmax(student(X)), j = 1..J (2.2).
+        Only the teacher's side runs without gradients; the loss itself reaches the student."""
         with torch.no_grad():
             if not self.uncertainty_aware:
                 teacher_probs = [torch.softmax(self.teacher(perturb(data)), 1)
                                  for _ in range(self.consistency_perturbations)]
-                return consistency_loss(student_probs, teacher_probs)
-            # UA-MT: T noisy teacher passes, entropy of their mean as uncertainty, mask below a ramp
-            passes = torch.stack([torch.softmax(self.teacher(perturb(data)), 1) for _ in range(self.uamt_passes)])
-            mean = passes.mean(0)
-            uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
-            n_classes = mean.shape[1]
-            threshold = (0.75 + 0.25 * gaussian_rampup(t, self.t_max)) * float(np.log(n_classes))
-            mask = (uncertainty < threshold).float()
-        return consistency_loss(student_probs, [mean], mask=mask)
+                mask = None
+            else:  # UA-MT: T noisy teacher passes, entropy of their mean as uncertainty, mask below a ramp
+                passes = torch.stack([torch.softmax(self.teacher(perturb(data)), 1)
+                                      for _ in range(self.uamt_passes)])
+                mean = passes.mean(0)
+                uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
+                threshold = (0.75 + 0.25 * gaussian_rampup(t, self.t_max)) * float(np.log(mean.shape[1]))
+                teacher_probs, mask = [mean], (uncertainty < threshold).float()
+        return consistency_loss(student_probs, teacher_probs, mask=mask)
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)

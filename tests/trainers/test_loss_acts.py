@@ -1,0 +1,100 @@
+"""The FM-ABS loss acts inside a real ``train_step`` (issue 14): Y_f moves the gradients, the switches
+switch, the weights at t are eq. 3's, L_c moves the gradients, UA-MT's uncertainty mask is applied."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import DATASET
+
+
+@pytest.fixture
+def trainer(phantom_nnunet, monkeypatch, tmp_path):
+    for k, v in phantom_nnunet["env"].items():
+        if k.startswith(("FMABS_", "nnUNet_")):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    from nnunet_fmabs.trainers import FMABSTrainer_RAND_MV
+
+    folder = Path(phantom_nnunet["env"]["nnUNet_preprocessed"]) / DATASET
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False  # set by nnU-Net's run_training
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    torch.manual_seed(0)
+    trainer = FMABSTrainer_RAND_MV(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def _batch(trainer, y_f_value=None):
+    """Two cross-labeled and two unlabeled patches; target channel 0: one expert plane (ignore elsewhere),
+    channel 1: Y_f (a cube of foreground, or ``y_f_value`` everywhere)."""
+    patch = tuple(trainer.configuration_manager.patch_size)
+    b = 2 * trainer.batch_size
+    rng = np.random.default_rng(0)
+    data = torch.from_numpy(rng.normal(size=(b, 1, *patch)).astype(np.float32))
+    target = torch.full((b, 2, *patch), trainer.ignore_value, dtype=torch.int16)
+    target[:trainer.batch_size, 0, patch[0] // 2] = 0
+    target[:trainer.batch_size, 0, patch[0] // 2, 4:12, 4:12] = 1
+    if y_f_value is None:
+        target[:, 1] = 0
+        target[:, 1, 4:12, 4:12, 4:12] = 1
+    else:
+        target[:, 1] = y_f_value
+    return {"data": data, "target": target, "n_labeled": trainer.batch_size}
+
+
+def _step(trainer, state, batch, t, **switches):
+    """Gradients and logged terms of one train_step from ``state`` at iteration t."""
+    trainer.network.load_state_dict(state["student"])
+    trainer.teacher.load_state_dict(state["teacher"])
+    for name, value in {"use_sam_loss": True, "use_consistency": True, "uncertainty_aware": False,
+                        **switches}.items():
+        setattr(trainer, name, value)
+    trainer.iteration = t
+    torch.manual_seed(1)  # the teacher's perturbations
+    out = trainer.train_step(batch)
+    grads = torch.cat([p.grad.flatten() for p in trainer.network.parameters() if p.grad is not None])
+    return grads.clone(), out
+
+
+def test_y_f_switches_and_weights_act_in_train_step(trainer):
+    from nnunet_fmabs.schedules import lambda_c, lambda_sam
+
+    state = {"student": {k: v.clone() for k, v in trainer.network.state_dict().items()},
+             "teacher": {k: v.clone() for k, v in trainer.teacher.state_dict().items()}}
+    t = trainer.t_max // 2
+    # eq. 3 by hand at t = t_max / 2: exp(-5 / 4)
+    assert lambda_sam(t, trainer.t_max) == pytest.approx(0.5 * (1 - math.exp(-1.25)))
+    assert lambda_c(t, trainer.t_max) == pytest.approx(0.1 * math.exp(-1.25))
+    full, out = _step(trainer, state, _batch(trainer), t)
+    assert out["lambda_sam"] == pytest.approx(0.5 * (1 - math.exp(-1.25)))
+    assert out["lambda_c"] == pytest.approx(0.1 * math.exp(-1.25))
+    assert out["loss_sam"] > 0 and out["loss_cons"] > 0
+    assert out["loss"] == pytest.approx(out["loss_cross"] + out["lambda_sam"] * out["loss_sam"]
+                                        + out["lambda_c"] * out["loss_cons"], rel=1e-5)
+    again, _ = _step(trainer, state, _batch(trainer), t)
+    assert torch.equal(full, again)  # the comparison below is not noise
+
+    no_sam, out_no_sam = _step(trainer, state, _batch(trainer), t, use_sam_loss=False)
+    assert out_no_sam["lambda_sam"] == 0.0 and "loss_sam" not in out_no_sam
+    assert not torch.allclose(full, no_sam)
+    # Y_f itself moves the gradients: another pseudo label, another step
+    other_y_f, _ = _step(trainer, state, _batch(trainer, y_f_value=1), t)
+    assert not torch.allclose(full, other_y_f)
+    # no pseudo label yet (ignore everywhere): the SAM term is absent, as with the switch off
+    unlabeled, out_unlabeled = _step(trainer, state, _batch(trainer, y_f_value=trainer.ignore_value), t)
+    assert "loss_sam" not in out_unlabeled and torch.allclose(unlabeled, no_sam)
+    # L_c moves the gradients (a little, at lambda_c 0.03 and a teacher equal to the student: any change
+    # of a deterministic step shows that L_c is in the graph)
+    no_cons, out_no_cons = _step(trainer, state, _batch(trainer), t, use_consistency=False)
+    assert out_no_cons["lambda_c"] == 0.0 and not torch.equal(full, no_cons)
+    # UA-MT: the uncertainty mask changes L_c (at the start of training its threshold is 0.75 ln 2)
+    ua, out_ua = _step(trainer, state, _batch(trainer), 0, uncertainty_aware=True)
+    plain, out_plain = _step(trainer, state, _batch(trainer), 0)
+    assert out_ua["loss_cons"] != pytest.approx(out_plain["loss_cons"])
