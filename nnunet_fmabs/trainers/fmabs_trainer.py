@@ -10,6 +10,7 @@ user sets without a class come from ``FMABS_*`` variables (:mod:`nnunet_fmabs.se
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -135,6 +136,10 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self.dataset_class = self.dataset_class or infer_dataset_class(self.preprocessed_dataset_folder)
+        if self.teacher is not None and not self._resumed_from_checkpoint:
+            # nnU-Net's -pretrained_weights loads into the student after initialize(): the teacher starts
+            # from the same weights (EMA of the student from its first state)
+            self.teacher.load_state_dict(self._student().state_dict())
         self._open_run_state()
         self._run_due_events(initial=True)
         super().on_train_start()
@@ -611,13 +616,18 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         super().on_train_epoch_start()
 
     def train_step(self, batch: dict) -> dict:
+        """One SGD step on L = L_sup^cross + lambda_sam L_sup^SAM + lambda_c L_c (eq. 3), on nnU-Net's
+        structure: forward passes under autocast on CUDA (``_autocast``), the losses in fp32, nnU-Net's
+        GradScaler for fp16, gradient clipping at 12; then the teacher's EMA update."""
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
         n_lab = int(batch["n_labeled"])
         t, t_max = self.iteration, self.t_max
         ignore = self.ignore_value
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.network(data)
+        with self._autocast():
+            logits = self.network(data)
+        logits = logits.float()
         probs = torch.softmax(logits, 1)
         loss_cross = partial_cross_entropy(logits[:n_lab], target[:n_lab, 0], ignore)
         loss = loss_cross
@@ -638,9 +648,16 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             loss_cons = self._consistency(data, probs, t)
             loss = loss + w * loss_cons
             terms.update(loss_cons=loss_cons.detach(), lambda_c=w)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-        self.optimizer.step()
+        if self._scaled_gradients:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
         if self.teacher is not None:
             ema_update(self.teacher, self._student(), alpha=self.ema_alpha)
         self.iteration += 1
@@ -649,22 +666,39 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         out.update({k: float(v) for k, v in terms.items()})
         return out
 
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """Mixed precision as nnU-Net's: only on CUDA (fp32 on CPU); bf16 where the GPU supports it
+        (no loss scaling needed), else fp16 with nnU-Net's GradScaler."""
+        if self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    @property
+    def _scaled_gradients(self) -> bool:
+        return self.grad_scaler is not None and self.amp_dtype == torch.float16
+
+    def _autocast(self):
+        dtype = self.amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def _teacher_passes(self, data: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """softmax(teacher(X + xi_j)), j = 1..n, as ONE batched teacher call on n perturbed copies of the
+        batch (nnU-Net's instance norm keeps the samples independent). No gradients."""
+        with torch.no_grad(), self._autocast():
+            logits = self.teacher(perturb(data.repeat(n, *([1] * (data.ndim - 1)))))
+        return list(torch.softmax(logits.float(), 1).chunk(n))
+
     def _consistency(self, data: torch.Tensor, student_probs: torch.Tensor, t: int) -> torch.Tensor:
         """L_c: MAE between softmax(teacher(X + xi_j)) and softmax(student(X)), j = 1..J (2.2).
         Only the teacher's side runs without gradients; the loss itself reaches the student."""
-        with torch.no_grad():
-            if not self.uncertainty_aware:
-                teacher_probs = [torch.softmax(self.teacher(perturb(data)), 1)
-                                 for _ in range(self.consistency_perturbations)]
-                mask = None
-            else:  # UA-MT: T noisy teacher passes, entropy of their mean as uncertainty, mask below a ramp
-                passes = torch.stack([torch.softmax(self.teacher(perturb(data)), 1)
-                                      for _ in range(self.uamt_passes)])
-                mean = passes.mean(0)
-                uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
-                threshold = (0.75 + 0.25 * gaussian_rampup(t, self.t_max)) * float(np.log(mean.shape[1]))
-                teacher_probs, mask = [mean], (uncertainty < threshold).float()
-        return consistency_loss(student_probs, teacher_probs, mask=mask)
+        if not self.uncertainty_aware:
+            return consistency_loss(student_probs, self._teacher_passes(data, self.consistency_perturbations))
+        # UA-MT: T noisy teacher passes, entropy of their mean as uncertainty, mask below a ramp
+        mean = torch.stack(self._teacher_passes(data, self.uamt_passes)).mean(0)
+        uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
+        threshold = (0.75 + 0.25 * gaussian_rampup(t, self.t_max)) * float(np.log(mean.shape[1]))
+        return consistency_loss(student_probs, [mean], mask=(uncertainty < threshold).float())
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)

@@ -98,3 +98,63 @@ def test_y_f_switches_and_weights_act_in_train_step(trainer):
     ua, out_ua = _step(trainer, state, _batch(trainer), 0, uncertainty_aware=True)
     plain, out_plain = _step(trainer, state, _batch(trainer), 0)
     assert out_ua["loss_cons"] != pytest.approx(out_plain["loss_cons"])
+
+
+def test_teacher_passes_are_one_batched_call_equal_to_separate_passes(trainer, monkeypatch):
+    """The J perturbed teacher passes run as one call on J copies of the batch; each chunk is what a
+    separate pass on its own perturbation gives (instance norm: the samples do not mix)."""
+    from nnunet_fmabs.trainers import fmabs_trainer
+
+    # a perturbation that marks each sample of the stacked batch by its index
+    def tagged(x):
+        return x + 0.1 * torch.arange(x.shape[0], dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+    monkeypatch.setattr(fmabs_trainer, "perturb", tagged)
+    calls = []
+    handle = trainer.teacher.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    data = _batch(trainer)["data"]
+    b = data.shape[0]
+    passes = trainer._teacher_passes(data, 3)
+    handle.remove()
+    assert calls == [3 * b] and len(passes) == 3
+    with torch.no_grad():
+        for j, got in enumerate(passes):
+            shift = 0.1 * torch.arange(j * b, (j + 1) * b, dtype=data.dtype).view(-1, 1, 1, 1, 1)
+            expected = torch.softmax(trainer.teacher(data + shift), 1)
+            assert got.dtype == torch.float32 and got.shape == expected.shape
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_precision_follows_the_device(trainer, monkeypatch):
+    """fp32 on CPU (no autocast, no loss scaling); on CUDA bf16 where supported, else fp16 with the
+    GradScaler, as nnU-Net's own train_step."""
+    assert trainer.amp_dtype is None and not trainer._scaled_gradients
+    with trainer._autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(trainer, "device", torch.device("cuda"))
+    monkeypatch.setattr(trainer, "grad_scaler", object())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer._scaled_gradients
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert trainer.amp_dtype == torch.float16 and trainer._scaled_gradients
+
+
+def test_pretrained_weights_reach_the_teacher(trainer, tmp_path):
+    """nnU-Net's -pretrained_weights loads into the student after initialize(): the teacher must start
+    from those weights, not from the random initialisation."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    random_init = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    other = {k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+             for k, v in trainer.network.state_dict().items()}
+    torch.save({"network_weights": other}, tmp_path / "pretrained.pth")
+    load_pretrained_weights(trainer.network, str(tmp_path / "pretrained.pth"))
+    try:
+        trainer.on_train_start()
+        student = trainer.network.state_dict()
+        teacher = trainer.teacher.state_dict()
+        assert all(torch.equal(teacher[k], student[k]) for k in student)
+        changed = [k for k in other if ".seg_layers." not in k and other[k].is_floating_point()]
+        assert changed and all(not torch.equal(teacher[k], random_init[k]) for k in changed)
+    finally:
+        trainer._finish_streams()
