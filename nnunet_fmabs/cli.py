@@ -6,6 +6,7 @@ Every subcommand imports what it needs when it runs, so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,17 @@ def _cmd_evaluate(args) -> int:
                                file_ending=args.file_ending)
     print(format_table(results))
     print(f"\nwritten to {output}")
+    return 0
+
+
+def _cmd_export_pool(args) -> int:
+    from nnunet_fmabs.annotation.export import export_pool
+
+    out = export_pool(args.run_dir, args.out, progress=sys.stderr.isatty())
+    n = len(json.loads((out / "dataset.json").read_text())["fmabs_export"]["labeled_scans"])
+    fold = "0" if n >= 5 else "all"  # nnU-Net's 5-fold split needs five scans
+    print(f"wrote {out}: {n} labeled scans (3 planes each, the ignore label elsewhere); train it with\n"
+          f"  nnUNetv2_plan_and_preprocess -d {out.name[7:10]} && nnUNetv2_train {out.name[7:10]} 3d_fullres {fold}")
     return 0
 
 
@@ -160,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="the labeled pool, rounds and pending queries of a run")
     s.add_argument("run_dir", help="an nnU-Net fold folder, e.g. $nnUNet_results/Dataset.../fold_0")
     s.set_defaults(func=_cmd_status)
+
+    s = sub.add_parser("export-pool", help="the labeled pool of a run as an nnU-Net raw dataset (ignore label)")
+    s.add_argument("run_dir", help="an nnU-Net fold folder of an FM-ABS run")
+    s.add_argument("out", help="the new raw dataset folder, e.g. $nnUNet_raw/Dataset501_LAPool")
+    s.set_defaults(func=_cmd_export_pool)
 
     s = sub.add_parser("weights", help="where each generalist's weights are expected; download them")
     s.add_argument("action", nargs="?", choices=["list", "download"], default="list")

@@ -34,7 +34,8 @@ TINY = {
 # the `slow` marker: trainings through nnU-Net's stock CLI and runs of the real generalist weights;
 # `pytest -m "not slow"` runs the rest (the unit tests) in about a minute
 SLOW_FIXTURES = {"nnunet_run"}
-SLOW_MODULES = {"test_demo.py", "test_generalist_litemedsam.py", "test_label_volume.py", "test_benchmarks.py"}
+SLOW_MODULES = {"test_demo.py", "test_generalist_litemedsam.py", "test_label_volume.py", "test_benchmarks.py",
+                "test_fmabs_cli.py", "test_barely_labeled_dataset.py", "test_stock_cli.py", "test_loss_acts.py"}
 
 
 def pytest_configure(config):
