@@ -50,6 +50,10 @@ from nnunet_fmabs.trainers.streams import (BarelyLabeledDataset, LabeledStreamLo
 
 EXIT_AWAITING_EXPERT = 3  # exit status while a person labels the queried slices
 LOSS_TERMS = ("loss_cross", "loss_sam", "loss_cons", "lambda_sam", "lambda_c")
+RUN_METRICS = ("fmabs_labeled_scans", "fmabs_pl_rounds", "fmabs_pl_dice_yf_planes", "fmabs_pl_dice_teacher_planes",
+               "fmabs_pl_accepted")
+"""Logged once per epoch through nnU-Net's logger (and so to W&B when ``nnUNet_wandb_enabled``): the labeled
+pool's size and the latest pseudo-label round's agreement with the expert's planes (NaN before the first)."""
 
 
 class AwaitingExpert(SystemExit):
@@ -92,7 +96,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
         self._resumed_from_checkpoint = False
         self._generalist = None
         self._predictor = None
-        for key in LOSS_TERMS:
+        for key in LOSS_TERMS + RUN_METRICS:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
     # -- paths ------------------------------------------------------------------------------------
@@ -708,6 +712,17 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             self.logger.log(key, value, self.current_epoch)
         self.print_to_log_file(", ".join(
             f"{k} {self.logger.get_value(k, step=-1):.4f}" for k in LOSS_TERMS))
+        for key, value in self._run_metrics().items():
+            self.logger.log(key, value, self.current_epoch)
+
+    def _run_metrics(self) -> dict[str, float]:
+        """RUN_METRICS now: the pool's size, the latest pseudo-label round's expert-plane agreement."""
+        last = self.pl_store.rounds[-1] if self.use_sam_loss and self.pl_store.rounds else {}
+        return {"fmabs_labeled_scans": float(len(self.pool.labeled_cases)),
+                "fmabs_pl_rounds": float(len(self.pl_store.rounds)) if self.use_sam_loss else 0.0,
+                "fmabs_pl_dice_yf_planes": float(last.get("planes_dice_yf", np.nan)),
+                "fmabs_pl_dice_teacher_planes": float(last.get("planes_dice_teacher", np.nan)),
+                "fmabs_pl_accepted": float(last["accepted"]) if "accepted" in last else np.nan}
 
     def on_epoch_end(self):
         super().on_epoch_end()
@@ -739,6 +754,9 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
+        logged = self.logger.local_logger.my_fantastic_logging
+        for key in LOSS_TERMS + RUN_METRICS:  # a checkpoint of an older version lacks some: NaN so far
+            logged.setdefault(key, [float("nan")] * self.current_epoch)
         stored = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False) \
             if isinstance(filename_or_checkpoint, (str, os.PathLike)) else filename_or_checkpoint
         ours = stored.get("fmabs")

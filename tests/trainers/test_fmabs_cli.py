@@ -58,6 +58,16 @@ def test_her_run_labels_rounds_and_pseudo_labels(uninterrupted_her):
     log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
     for term in ("loss_cross", "loss_sam", "loss_cons", "lambda_sam", "lambda_c"):
         assert term in log
+    # the run's own metrics go through nnU-Net's logger (W&B sees them when enabled): one value per epoch
+    import torch
+
+    logged = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+    n_epochs = len(logged["train_losses"])
+    labeled, rounds = logged["fmabs_labeled_scans"], logged["fmabs_pl_rounds"]
+    assert len(labeled) == len(rounds) == len(logged["fmabs_pl_dice_yf_planes"]) == n_epochs
+    assert labeled == sorted(labeled) and labeled[-1] == 3 and rounds[-1] == 3
+    assert 0 <= logged["fmabs_pl_dice_yf_planes"][-1] <= 1 and 0 <= logged["fmabs_pl_dice_teacher_planes"][-1] <= 1
+    assert logged["fmabs_pl_accepted"][-1] in (0.0, 1.0)
     # Y_f carries the expert's labels on the expert's slices
     ann_case = pool["rounds"][0]["cases"][0]
     with np.load(folder / "fmabs" / "pool" / pool["cases"][ann_case]["file"]) as z:
