@@ -12,6 +12,11 @@ One round goes through two processes:
    0..max_label, actually edited) and maps the three raw planes into nnU-Net's preprocessed space:
    ``{case: CrossAnnotation}`` for :meth:`LabeledPool.answer`.
 
+With ``FMABS_HUMAN_WAIT=poll`` the first process does not exit: :meth:`HumanExpert.answer` writes the
+files, then checks them every ``FMABS_HUMAN_POLL_SECONDS`` (30) until every file is edited, valid and
+unchanged since the previous check (a viewer may be writing it), logging why it still waits; one job
+then runs the whole campaign (a cluster job need not be resubmitted each round).
+
 Nothing here changes the pool, and the import only reads the person's files.
 """
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +40,9 @@ from nnunet_fmabs.annotation.slices import select_slices
 QUERIES_FILE = "queries.json"
 QUERIES_FORMAT = 1
 ACCEPT_PREFILL_ENV = "FMABS_ACCEPT_PREFILL"
+WAIT_ENV = "FMABS_HUMAN_WAIT"  # exit (default): save, exit with status 3, resume with --c; poll: wait in the job
+POLL_ENV = "FMABS_HUMAN_POLL_SECONDS"
+WAIT_MODES = ("exit", "poll")
 GEOMETRY_RTOL = 1e-4
 TOOLS = ("ITK-SNAP", "3D Slicer", "napari")
 _ITK_AXIS_NAMES = ("i", "j", "k")
@@ -118,13 +126,39 @@ class HumanExpert:
 
     name = "human"
 
-    def __init__(self, queries_root: str | os.PathLike, resume_command: str, file_ending: str = ".nii.gz"):
+    def __init__(self, queries_root: str | os.PathLike, resume_command: str, file_ending: str = ".nii.gz", *,
+                 wait: str = "exit", poll_seconds: float = 30.0, log: Callable[[str], None] = print,
+                 sleep: Callable[[float], None] = time.sleep):
         if not file_ending.startswith("."):
             raise ValueError(f"file_ending must start with a dot, got {file_ending!r}")
+        if wait not in WAIT_MODES:
+            raise ValueError(f"{WAIT_ENV}={wait!r}: use one of {', '.join(WAIT_MODES)}")
+        if not poll_seconds > 0:
+            raise ValueError(f"{POLL_ENV}={poll_seconds!r}: must be a positive number of seconds")
         self.queries_root = Path(queries_root)
         self.resume_command = resume_command
         self.file_ending = file_ending
+        self.wait, self.poll_seconds, self.log, self.sleep = wait, float(poll_seconds), log, sleep
         self._predictions: dict[str, np.ndarray | None] = {}
+
+    @classmethod
+    def from_environ(cls, queries_root, resume_command: str, file_ending: str = ".nii.gz", *,
+                     log: Callable[[str], None] = print, environ=None) -> "HumanExpert":
+        """The expert with ``FMABS_HUMAN_WAIT`` and ``FMABS_HUMAN_POLL_SECONDS`` read from the environment
+        (not run settings: a run may switch between exit and poll from one resume to the next)."""
+        environ = os.environ if environ is None else environ
+        raw = environ.get(POLL_ENV, "").strip() or "30"
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ValueError(f"{POLL_ENV}={raw!r}: must be a positive number of seconds") from None
+        return cls(queries_root, resume_command, file_ending, wait=environ.get(WAIT_ENV, "").strip() or "exit",
+                   poll_seconds=seconds, log=log)
+
+    @property
+    def blocks(self) -> bool:
+        """True when :meth:`answer` waits for the person inside the job (poll mode)."""
+        return self.wait == "poll"
 
     # -- the Expert protocol -------------------------------------------------------------------------
     def propose_slices(self, case: str, access: ScanAccess) -> tuple[int, int, int]:
@@ -137,12 +171,41 @@ class HumanExpert:
         return select_slices(pred, rule="bbox_middle")
 
     def answer(self, round_entry: dict, access: ScanAccess) -> dict[str, CrossAnnotation] | None:
-        """Write the round's files (first call: returns None) or import them (once ``queries.json`` exists)."""
+        """Write the round's files (first call: returns None) or import them (once ``queries.json`` exists);
+        in poll mode write them if needed, then wait here for the person's labels."""
         folder = self.round_folder(round_entry)
         if not (folder / QUERIES_FILE).is_file():
             self._write_round(round_entry, access, folder)
-            return None
-        return self._import_round(round_entry, access, folder)
+            if not self.blocks:
+                return None
+        elif not self.blocks:
+            return self._import_round(round_entry, access, folder)
+        self.log(self.waiting_message(round_entry) + f"\n(or just edit the files: this job checks them every "
+                 f"{self.poll_seconds:g} s and goes on once every file is edited and saved; {WAIT_ENV}=poll)")
+        return self._poll(round_entry, access, folder)
+
+    def _poll(self, round_entry: dict, access: ScanAccess, folder: Path) -> dict[str, CrossAnnotation]:
+        """Check the round's files every ``poll_seconds`` until every one is edited, valid and unchanged since
+        the previous check; log each new reason to wait."""
+        files = [self.label_file(round_entry, c) for c in round_entry["cases"]]
+        previous, reason = None, None
+        while True:
+            stamp = [(p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in files]
+            if stamp == previous:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        answers = self._import_round(round_entry, access, folder, require_all_edited=True)
+                    for w in caught:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    self.log(f"round {round_entry['round']}: the expert's labels are in; training goes on")
+                    return answers
+                except HumanAnnotationError as e:
+                    if str(e) != reason:
+                        reason = str(e)
+                        self.log(f"waiting for the expert ({time.strftime('%H:%M:%S')}): {reason}")
+            previous = stamp
+            self.sleep(self.poll_seconds)
 
     def waiting_message(self, round_entry: dict) -> str:
         """What the person has to do before the resume command, with every path spelled out."""
@@ -302,7 +365,8 @@ class HumanExpert:
         for case in round_entry["cases"]:
             self._predictions.pop(case, None)
 
-    def _import_round(self, round_entry: dict, access: ScanAccess, folder: Path) -> dict[str, CrossAnnotation]:
+    def _import_round(self, round_entry: dict, access: ScanAccess, folder: Path,
+                      require_all_edited: bool = False) -> dict[str, CrossAnnotation]:
         import SimpleITK as sitk
 
         queries_path = folder / QUERIES_FILE
@@ -390,6 +454,10 @@ class HumanExpert:
                 "the labels pre-filled for you:\n" + "\n".join(f"  {paths[c]}" for c in cases)
                 + f"\nCorrect the three slices and save in place, or set {ACCEPT_PREFILL_ENV}=1 to accept the "
                   "model's pre-filled labels as they are.")
+        if require_all_edited and unedited and not accept_prefill:
+            raise HumanAnnotationError(
+                f"round {round_entry['round']}: {len(unedited)} of {len(cases)} files not edited yet:\n"
+                + "\n".join(f"  {paths[c]}" for c in unedited))
         if outside:
             warnings.warn("labels outside the three queried slices are ignored (only the three slices are "
                           "read) in:\n  " + "\n  ".join(outside), AnnotationWarning)

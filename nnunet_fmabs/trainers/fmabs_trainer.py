@@ -232,7 +232,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
             from nnunet_fmabs.annotation.human import HumanExpert
 
             cmd = self._resume_command()
-            return HumanExpert(self.fmabs_folder / "queries", cmd, self.dataset_json["file_ending"])
+            return HumanExpert.from_environ(self.fmabs_folder / "queries", cmd, self.dataset_json["file_ending"],
+                                            log=self.print_to_log_file)
         raise ValueError(f"FMABS_EXPERT={kind!r}: use simulated, human or auto")
 
     # -- scans, as experts and rounds see them ------------------------------------------------------
@@ -357,6 +358,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
     def _answer_pending(self, t: int, entry: dict | None = None) -> None:
         entry = entry or self.pool.pending_round
         access = self._scan_access()
+        if getattr(self.expert, "blocks", False):  # waits in the job: a kill meanwhile loses nothing
+            self._save_now()
         answers = self.expert.answer(entry, access)
         if answers is None:  # a person labels the slices: save everything and exit
             self._save_now()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -426,3 +427,66 @@ def test_round_folder_name():
 def test_waiting_message_before_files_exist(tmp_path):
     msg = HumanExpert(tmp_path, RESUME).waiting_message({"round": 4, "cases": ["a"], "slices": {"a": [1, 2, 3]}})
     assert str(tmp_path / "round_04" / "a.nii.gz") in msg and RESUME in msg
+
+
+# -- FMABS_HUMAN_WAIT=poll: the job waits for the person -------------------------------------------
+def test_poll_mode_waits_until_every_file_is_edited_then_imports(tiny, tmp_path):
+    import threading
+
+    access = make_access(tiny)
+    pool = LabeledPool.open(tmp_path / "pool", budget=2, training_cases=tiny.cases)
+    logs: list[str] = []
+    polls = []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        if len(polls) > 4000:
+            raise AssertionError("the poll never ended")
+        time.sleep(seconds)
+
+    expert = HumanExpert(tmp_path / "queries", RESUME, wait="poll", poll_seconds=0.02, log=logs.append, sleep=sleep)
+    assert expert.blocks
+    slices = {c: expert.propose_slices(c, access) for c in QUERIED}
+    entry = pool.add_query(QUERIED, slices, expert="human", sampler="random", iteration=0)
+    folder = tmp_path / "queries" / "round_00"
+    truths = {}
+
+    def person():  # a second thread: edits one file, takes a while, then the other
+        while not (folder / QUERIES_FILE).is_file():
+            time.sleep(0.01)
+        for case in QUERIED:
+            time.sleep(0.3)
+            image, _ = read(folder / f"{case}.nii.gz")
+            truth = tiny.raw_label(case)
+            mask = on_planes(truth.shape, raw_planes(tiny, case, entry["slices"][case]))
+            truths[case] = truth
+            write_like(folder / f"{case}.nii.gz", np.where(mask, truth, 0).astype(np.uint8), image)
+
+    worker = threading.Thread(target=person)
+    worker.start()
+    answers = expert.answer(entry, access)
+    worker.join(timeout=30)
+    assert sorted(answers) == sorted(QUERIED)
+    # the same import as a later process in exit mode would make
+    again = HumanExpert(tmp_path / "queries", RESUME).answer(entry, access)
+    for case in QUERIED:
+        for a in range(3):
+            np.testing.assert_array_equal(answers[case].planes[a], again[case].planes[a])
+        assert any(p.any() for p in answers[case].planes)
+    assert RESUME in logs[0] and "checks them every 0.02 s" in logs[0]
+    assert any("nothing was edited" in m for m in logs)
+    assert any("1 of 2 files not edited yet" in m and str(folder / f"{QUERIED[1]}.nii.gz") in m for m in logs)
+    assert "the expert's labels are in" in logs[-1]
+    assert len(polls) >= 10  # it did wait
+
+
+def test_wait_settings_from_the_environment():
+    expert = HumanExpert.from_environ("q", RESUME, environ={"FMABS_HUMAN_WAIT": "poll", "FMABS_HUMAN_POLL_SECONDS": "5"})
+    assert expert.blocks and expert.poll_seconds == 5.0
+    assert not HumanExpert.from_environ("q", RESUME, environ={}).blocks
+    with pytest.raises(ValueError, match="FMABS_HUMAN_WAIT='forever'"):
+        HumanExpert.from_environ("q", RESUME, environ={"FMABS_HUMAN_WAIT": "forever"})
+    with pytest.raises(ValueError, match="FMABS_HUMAN_POLL_SECONDS='soon'"):
+        HumanExpert.from_environ("q", RESUME, environ={"FMABS_HUMAN_POLL_SECONDS": "soon"})
+    with pytest.raises(ValueError, match="FMABS_HUMAN_POLL_SECONDS=0"):
+        HumanExpert.from_environ("q", RESUME, environ={"FMABS_HUMAN_POLL_SECONDS": "0"})
