@@ -19,7 +19,8 @@ Two protocols (everything that differs from the paper is printed and written nex
   scans (18 slices, the paper's 25 %), 1.5 mm (the scans are resampled by convert_la), patch 48x48x32
   (the paper's patch in mm, rounded to nnU-Net's pooling), 16 base features, t_max = 400 iterations
   (20 epochs x 20), K = 5 (2 active rounds: 1 + 5 scans at t = 0, 200), pseudo-label rounds at 0.5 and
-  0.75 of t_max, LiteMedSAM in bf16. Sup cross, MT and Sup dense take 8-17 min each on one core; the
+  0.75 of t_max, LiteMedSAM in its measured CPU dtype ("auto": bf16 where the CPU has native bf16,
+  else fp32; emulated bf16 is ~11x slower than fp32 on an AVX2-only CPU). Sup cross, MT and Sup dense take 8-17 min each on one core; the
   FM-ABS methods' first LiteMedSAM round (~3,900 slices) takes about an hour on 2 cores: run them on
   a GPU (``--device cuda``, ~3 min each on an H200) or be patient.
 
@@ -218,7 +219,7 @@ class Protocol:
             "0.01 poly 0.9",
             f"budget {self.budget} scans ({3 * self.budget} slices), K = {self.k}, pseudo-label rounds at "
             f"{self.pl_rounds} of t_max (plus one after each active round)",
-            f"generalist {self.generalist} ({self.generalist_dtype}); test-time mirroring "
+            f"generalist {self.generalist} ({_dtype_words(self.generalist_dtype)}); test-time mirroring "
             f"{'on' if self.tta else 'off'}",
             "changed from the paper: " + "; ".join(self.changes_from_paper()),
             *self.notes,
@@ -236,7 +237,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "cpu": Protocol(
         name="cpu", spacing_mm=1.5, patch_xyz=(48, 48, 32), batch_size=2, base_features=16,
         epochs=20, iterations_per_epoch=20, val_iterations=2, k=5, pl_rounds="0.5,0.75",
-        generalist="litemedsam", generalist_dtype="bf16", tta=0, budget=6, max_cases=32,
+        generalist="litemedsam", generalist_dtype="auto", tta=0, budget=6, max_cases=32,
         notes=("32 scans and a budget of 6 (the paper's 25 %): with all 80 an early teacher makes the first "
                "LiteMedSAM round ~11,000 slices, hours on 2 cores; K = 5: 1 random scan at t = 0, 5 at t = 200",
                "also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
@@ -245,6 +246,16 @@ PROTOCOLS: dict[str, Protocol] = {
                "beside the paper's"),
     ),
 }
+
+
+def _dtype_words(dtype: str) -> str:
+    """The generalist dtype as the plan prints it ("auto" resolved for this machine's CPU)."""
+    if dtype != "auto":
+        return dtype
+    from nnunet_fmabs.generalists.base import cpu_supports_bf16
+
+    return ("auto: the family's measured dtype; on CPU bf16 where the CPU has native bf16, else fp32; here "
+            + ("bf16" if cpu_supports_bf16() else "fp32 (no native bf16)"))
 
 
 def protocol_with(protocol: Protocol, **changes: Any) -> Protocol:

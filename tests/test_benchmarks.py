@@ -174,7 +174,7 @@ def test_budget_seeds_and_environment(la, tmp_path):
     env = la.trainer_env({"FMABS_K": "99", "PATH": "x"}, la.PROTOCOLS["cpu"], seed=7, budget=20,
                          results=tmp_path, device="cpu")
     assert env["FMABS_K"] == "5" and env["FMABS_SEED"] == "7" and env["FMABS_EPOCHS"] == "20"
-    assert env["FMABS_GENERALIST_DTYPE"] == "bf16" and env["nnUNet_n_proc_DA"] == "0" and env["PATH"] == "x"
+    assert env["FMABS_GENERALIST_DTYPE"] == "auto" and env["nnUNet_n_proc_DA"] == "0" and env["PATH"] == "x"
     assert "FMABS_GENERALIST" not in la.run_stamp("MeanTeacherTrainer", env)  # no pseudo labels: not compared
     assert la.run_stamp("FMABSTrainer_HER_MV", env)["FMABS_GENERALIST"] == "litemedsam"
     assert "FMABS_EMBEDDING_CACHE" not in env  # each run its own cache unless the benchmark shares one
