@@ -74,6 +74,7 @@ setup(
         "batchgenerators>=0.25",
         "acvl-utils>=0.2",
         "SimpleITK>=2.2",
+        "slicerio>=1.4,<2",  # 3D Slicer segmentations (.seg.nrrd) from the human expert
         "numpy>=1.24",
         "blosc2>=2.0",
         "h5py>=3.8",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class ScanAccess:
     raw_image: Callable[[str], Path | None] = lambda case: None
     transpose_forward: Sequence[int] = (0, 1, 2)
     max_label: int = 1
+    label_names: Mapping[str, int] = field(default_factory=dict)  # dataset.json "labels" (name -> value)
     extra: dict = field(default_factory=dict)
 
 

@@ -35,6 +35,7 @@ from nnunet_fmabs import atomic
 from nnunet_fmabs.annotation.experts import ScanAccess
 from nnunet_fmabs.annotation.geometry import CaseGeometry, view_names
 from nnunet_fmabs.annotation.pool import CrossAnnotation
+from nnunet_fmabs.annotation.slicer import SEG_NRRD, SlicerSegmentationError, read_seg_nrrd
 from nnunet_fmabs.annotation.slices import select_slices
 
 QUERIES_FILE = "queries.json"
@@ -187,7 +188,7 @@ class HumanExpert:
     def _poll(self, round_entry: dict, access: ScanAccess, folder: Path) -> dict[str, CrossAnnotation]:
         """Check the round's files every ``poll_seconds`` until every one is edited, valid and unchanged since
         the previous check; log each new reason to wait."""
-        files = [self.label_file(round_entry, c) for c in round_entry["cases"]]
+        files = [p for c in round_entry["cases"] for p in self.label_files(round_entry, c)]
         previous, reason = None, None
         while True:
             stamp = [(p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in files]
@@ -220,6 +221,7 @@ class HumanExpert:
                  f"(one per view) in each of {len(cases)} scan{'s' if len(cases) != 1 else ''}.", "",
                  f"Files to edit ({what}):"]
         allowed = queries.get("allowed_labels") if queries else None
+        names = (queries or {}).get("label_names") or {}
         for case in cases:
             scan = (queries or {}).get("scans", {}).get(case)
             lines.append(f"  {scan['file'] if scan else self.label_file(round_entry, case).absolute()}")
@@ -241,7 +243,10 @@ class HumanExpert:
             "  ITK-SNAP:  File > Open Main Image (the image); Segmentation > Open Segmentation (the file); "
             "edit; Segmentation > Save Segmentation Image over the same file.",
             "  3D Slicer: Add Data: the image, and the file with 'Show Options' > LabelMap; edit (Segment "
-            "Editor, then export to the label map); save the label map over the same file.",
+            "Editor, then export to the label map); save the label map over the same file. Or save the "
+            f"segmentation beside it as <scan>{SEG_NRRD} (same folder and name): the newer of the two files is "
+            "read; segments named after the dataset's labels"
+            + (f" ({', '.join(sorted(names, key=names.get))})" if names else "") + " get those labels.",
             "  napari:    open the image and the file as a Labels layer (with a NIfTI reader plugin); paint; "
             "save the Labels layer to the same file.",
         ]
@@ -258,6 +263,16 @@ class HumanExpert:
     def label_file(self, round_entry: dict, case: str) -> Path:
         """The file the person edits for ``case``: ``<queries_root>/round_NN/<case><file_ending>``."""
         return self.round_folder(round_entry) / f"{case}{self.file_ending}"
+
+    def label_files(self, round_entry: dict, case: str) -> tuple[Path, Path]:
+        """The two files that may hold the person's labels for ``case``: the label map written for them and a
+        3D Slicer segmentation saved beside it (``<case>.seg.nrrd``)."""
+        return self.label_file(round_entry, case), self.round_folder(round_entry) / f"{case}{SEG_NRRD}"
+
+    def label_source(self, round_entry: dict, case: str) -> Path | None:
+        """The file read for ``case``: the newer of :meth:`label_files` that exist (None if neither does)."""
+        present = [p for p in self.label_files(round_entry, case) if p.is_file()]
+        return max(present, key=lambda p: p.stat().st_mtime_ns) if present else None
 
     # -- internals ---------------------------------------------------------------------------------
     def _prediction(self, case: str, access: ScanAccess, shape: Sequence[int]) -> np.ndarray | None:
@@ -354,10 +369,13 @@ class HumanExpert:
             "cases": list(round_entry["cases"]),
             "file_ending": self.file_ending,
             "allowed_labels": list(range(max_label + 1)),
+            "label_names": {str(k): int(v) for k, v in access.label_names.items()},
             "note": ("Edit each file in place; only the three planes listed per scan are read "
                      "(slices_ijk: 0-based voxel index along ITK axes i, j, k, as 3D Slicer's IJK; ITK-SNAP's "
                      "cursor inspector counts from 1 (index_from_1); views_ijk: the view of the plane at that "
-                     "index). Resume with: " + self.resume_command),
+                     "index). A 3D Slicer segmentation saved beside a file as <scan>" + SEG_NRRD + " is read instead "
+                     "when it is the newer; name its segments after label_names. Resume with: "
+                     + self.resume_command),
             "resume_command": self.resume_command,
             "scans": scans,
             "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -388,13 +406,14 @@ class HumanExpert:
         if stale:
             raise HumanAnnotationError(f"{queries_path}: the slices of {stale} differ from the pending round's; "
                                        f"move {folder} away to have the files written afresh")
-        paths = {c: self.label_file(round_entry, c) for c in cases}
+        paths = {c: self.label_source(round_entry, c) or self.label_file(round_entry, c) for c in cases}
         missing = [c for c in cases if not paths[c].is_file()]
         if missing:
             raise HumanAnnotationError(
                 f"round {round_entry['round']}: {len(missing)} of {len(cases)} label files are missing "
                 f"(scans {missing}):\n" + "\n".join(f"  {paths[c]}" for c in missing)
-                + "\nSave each edited file at exactly this path, then resume.")
+                + f"\nSave each edited file at exactly this path (or, from 3D Slicer, as <scan>{SEG_NRRD} beside "
+                  "it), then resume.")
         max_label = int(access.max_label)
         dtype = np.uint8 if max_label < 256 else np.uint16
         errors: list[str] = []
@@ -404,21 +423,31 @@ class HumanExpert:
         for case in cases:
             path = paths[case]
             geom, ref, raw_path = self._case_geometry(case, access)
-            try:
-                image = sitk.ReadImage(str(path))
-            except RuntimeError as e:
-                errors.append(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1]})")
-                continue
-            if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-                errors.append(f"{path}: a {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} "
-                              "components per voxel; expected a 3D label map with one value per voxel")
-                continue
-            diffs = RawGeometry.of_image(image).differences(ref)
-            if diffs:
-                errors.append(f"{path}: geometry differs from the raw image "
-                              f"{raw_path or '(as nnU-Net recorded it)'}: " + "; ".join(diffs))
-                continue
-            volume = sitk.GetArrayViewFromImage(image)  # (z, y, x), like nnU-Net's raw arrays
+            if path.name.endswith(SEG_NRRD) and path != self.label_file(round_entry, case):
+                try:
+                    volume = read_seg_nrrd(path, ref.size, ref.spacing, ref.origin, ref.direction,
+                                           access.label_names, max_label)
+                except SlicerSegmentationError as e:
+                    errors.append(str(e))
+                    continue
+                self.log(f"round {round_entry['round']}: {case}: read the 3D Slicer segmentation {path}")
+            else:
+                try:
+                    image = sitk.ReadImage(str(path))
+                except RuntimeError as e:
+                    errors.append(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1]})")
+                    continue
+                if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+                    errors.append(f"{path}: a {image.GetDimension()}D image with "
+                                  f"{image.GetNumberOfComponentsPerPixel()} components per voxel; expected a 3D "
+                                  "label map with one value per voxel")
+                    continue
+                diffs = RawGeometry.of_image(image).differences(ref)
+                if diffs:
+                    errors.append(f"{path}: geometry differs from the raw image "
+                                  f"{raw_path or '(as nnU-Net recorded it)'}: " + "; ".join(diffs))
+                    continue
+                volume = sitk.GetArrayViewFromImage(image)  # (z, y, x), like nnU-Net's raw arrays
             slices = [int(i) for i in round_entry["slices"][case]]
             raw_planes, mask = [], np.zeros(volume.shape, dtype=bool)
             for a in range(3):

@@ -263,11 +263,14 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, nnUNetTrainer):
                 f"{case}_0000{self.dataset_json['file_ending']}"
             return p if p.is_file() else None
 
+        max_label = int(max(self.label_manager.all_labels))
         return ScanAccess(shape=shape, properties=properties,
                           dense_label=None if self.label_manager.has_ignore_label else dense,
                           prediction=prediction, raw_image=raw_image,
                           transpose_forward=self.plans_manager.transpose_forward,
-                          max_label=int(max(self.label_manager.all_labels)))
+                          max_label=max_label, label_names={
+                              str(k): int(v) for k, v in self.dataset_json["labels"].items()
+                              if isinstance(v, int) and 0 <= v <= max_label})
 
     def _predict(self, network: nn.Module, data) -> np.ndarray:
         """Class probabilities of one preprocessed scan, nnU-Net's sliding window, no mirroring."""

@@ -22,7 +22,7 @@ from nnunet_fmabs.annotation.human import (ACCEPT_PREFILL_ENV, QUERIES_FILE, Ann
                                            HumanExpert)
 from nnunet_fmabs.annotation.pool import LabeledPool
 from nnunet_fmabs.annotation.slices import select_slices
-from tests.annotation.test_geometry import DIRECTION, TinyDataset, get_tiny_dataset
+from tests.annotation.test_geometry import DIRECTION, LABELS, TinyDataset, get_tiny_dataset
 
 RESUME = "nnUNetv2_train 987 3d_fullres 0 -tr FMABSTrainer_HER_MV -p nnUNetPlans --c"
 QUERIED = ["tiny_000", "tiny_002"]  # one case not resampled (exact checks), one resampled up
@@ -33,7 +33,7 @@ def tiny(tmp_path_factory) -> TinyDataset:
     return get_tiny_dataset(tmp_path_factory)
 
 
-def make_access(tiny: TinyDataset, prediction="rough", raw=True) -> ScanAccess:
+def make_access(tiny: TinyDataset, prediction="rough", raw=True, label_names=None) -> ScanAccess:
     """``prediction``: "rough" (the truth shifted by two voxels), "perfect", "empty" or None."""
     def pred(case):
         if prediction is None:
@@ -43,7 +43,8 @@ def make_access(tiny: TinyDataset, prediction="rough", raw=True) -> ScanAccess:
 
     return ScanAccess(shape=tiny.shape, properties=tiny.properties, prediction=pred,
                       raw_image=tiny.raw_image if raw else (lambda case: None),
-                      transpose_forward=tiny.transpose_forward, max_label=2)
+                      transpose_forward=tiny.transpose_forward, max_label=2,
+                      label_names=LABELS if label_names is None else label_names)
 
 
 def sha(path: Path) -> str:
@@ -427,6 +428,74 @@ def test_round_folder_name():
 def test_waiting_message_before_files_exist(tmp_path):
     msg = HumanExpert(tmp_path, RESUME).waiting_message({"round": 4, "cases": ["a"], "slices": {"a": [1, 2, 3]}})
     assert str(tmp_path / "round_04" / "a.nii.gz") in msg and RESUME in msg
+
+
+# -- 3D Slicer segmentations (.seg.nrrd) beside the label maps -------------------------------------
+def save_from_slicer(r: Round, case: str, names=("Organ", "marker"), margin=1) -> Path:
+    """The person's work saved from 3D Slicer's Segment Editor: the truth on the three planes as segments
+    named after the dataset's labels, cropped to their extent (as Slicer stores them) plus ``margin``."""
+    import slicerio
+
+    image = sitk.ReadImage(str(r.file(case)))
+    truth = r.tiny.raw_label(case)
+    mask = on_planes(truth.shape, raw_planes(r.tiny, case, r.entry["slices"][case]))
+    labeled = np.where(mask, truth, 0).transpose(2, 1, 0)  # (z, y, x) -> Slicer's (i, j, k)
+    lo = np.maximum(np.argwhere(labeled).min(0) - margin, 0)
+    hi = np.minimum(np.argwhere(labeled).max(0) + 1 + margin, labeled.shape)
+    crop = labeled[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    m[:3, 3] = np.asarray(image.GetOrigin()) + m[:3, :3] @ lo
+    seg = slicerio.create_segmentation(crop.shape, m)
+    for value, name in enumerate(names, start=1):
+        slicerio.add_segment(seg, crop == value, {"name": name})
+    path = r.folder / f"{case}.seg.nrrd"
+    slicerio.write_segmentation(str(path), seg)
+    assert seg["voxels"].shape[-3:] != labeled.shape  # cropped
+    return path
+
+
+def test_slicer_segmentation_is_read_like_the_label_map(tiny, tmp_path):
+    r = Round(tiny, tmp_path)
+    message = r.expert.waiting_message(r.entry)
+    assert ".seg.nrrd" in message and "(background, organ, marker)" in message
+    assert r.queries["label_names"] == LABELS
+    saved = {c: save_from_slicer(r, c) for c in QUERIED}
+    logs: list[str] = []
+    r.expert.log = logs.append
+    answers = r.expert.answer(r.entry, r.access)
+    for case in QUERIED:
+        assert any(str(saved[case]) in m for m in logs)
+        g, truth = tiny.geometry(case), tiny.raw_label(case)
+        for a in range(3):
+            raw_plane = np.take(truth, g.pp_to_raw(a, r.entry["slices"][case][a]), axis=g.raw_axis(a))
+            np.testing.assert_array_equal(answers[case].planes[a], g.raw_plane_to_pp(raw_plane, a))
+        assert any(p.any() for p in answers[case].planes)
+    # the label map saved after the segmentation is the newer: it is read instead
+    time.sleep(0.01)
+    image, label = read(r.file("tiny_000"))
+    write_like(r.file("tiny_000"), np.zeros_like(label), image)  # the person cleared the slices
+    again = HumanExpert(tmp_path / "queries", RESUME).answer(r.entry, r.access)
+    assert not any(p.any() for p in again["tiny_000"].planes)
+    for a in range(3):
+        np.testing.assert_array_equal(again["tiny_002"].planes[a], answers["tiny_002"].planes[a])
+
+
+def test_slicer_segmentation_with_unknown_segments_is_refused(tiny, tmp_path):
+    r = Round(tiny, tmp_path)
+    r.edit_with_truth("tiny_000")
+    save_from_slicer(r, "tiny_002", names=("organ", "tumour"))
+    import slicerio
+
+    seg = slicerio.read_segmentation(str(r.folder / "tiny_002.seg.nrrd"))
+    for s in seg["segments"]:
+        s["labelValue"] = 5 if s["name"] == "tumour" else s["labelValue"]
+    slicerio.write_segmentation(str(r.folder / "tiny_002.seg.nrrd"), seg)
+    with pytest.raises(HumanAnnotationError, match=r"tiny_002.seg.nrrd: segment 'tumour' \(label value 5\) matches no "
+                                                  r"label .*'organ' \(1\), 'marker' \(2\)") as e:
+        r.expert.answer(r.entry, r.access)
+    assert "tiny_000" not in str(e.value)
+    r.assert_nothing_lost()
 
 
 # -- FMABS_HUMAN_WAIT=poll: the job waits for the person -------------------------------------------
