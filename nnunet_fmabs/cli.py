@@ -58,6 +58,10 @@ def _cmd_status(args) -> int:
     from nnunet_fmabs.annotation.status import format_status
 
     print(format_status(Path(args.run_dir)))
+    if args.png:
+        from nnunet_fmabs.annotation.overview import save_overview
+
+        print(save_overview(Path(args.run_dir), Path(args.png)))
     return 0
 
 
@@ -171,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="the labeled pool, rounds and pending queries of a run")
     s.add_argument("run_dir", help="an nnU-Net fold folder, e.g. $nnUNet_results/Dataset.../fold_0")
+    s.add_argument("--png", metavar="OUT", help="also draw the queried slices with the expert's labels to this PNG "
+                   "(over the preprocessed images when nnUNet_preprocessed is set)")
     s.set_defaults(func=_cmd_status)
 
     s = sub.add_parser("export-pool", help="the labeled pool of a run as an nnU-Net raw dataset (ignore label)")

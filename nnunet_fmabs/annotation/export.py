@@ -25,12 +25,12 @@ import numpy as np
 from nnunet_fmabs.annotation.geometry import CaseGeometry
 from nnunet_fmabs.annotation.human import RawGeometry
 from nnunet_fmabs.annotation.pool import LabeledPool
-from nnunet_fmabs.annotation.status import POOL_FILE, RunStateError, _read_json
+from nnunet_fmabs.annotation.status import POOL_FILE, RunLayout, RunLayoutError, RunStateError, _read_json
 
 DATASET_NAME = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_\-]+$")
 
 
-class ExportError(RuntimeError):
+class ExportError(RunLayoutError):
     """The pool cannot be exported (missing inputs, a taken output, labels nnU-Net cannot hold)."""
 
 
@@ -49,7 +49,7 @@ def export_pool(run_dir: str | os.PathLike, out: str | os.PathLike, *, raw_root:
                 preprocessed_root: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Write the labeled pool of the fold folder ``run_dir`` as the nnU-Net raw dataset ``out``
     (a folder named ``DatasetXXX_Name`` that must not exist). Returns ``out``."""
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.paths import nnUNet_raw
     from tqdm import tqdm
 
     run_dir, out = Path(run_dir), Path(out)
@@ -62,31 +62,13 @@ def export_pool(run_dir: str | os.PathLike, out: str | os.PathLike, *, raw_root:
                           "(three digits, an id no other dataset uses), e.g. Dataset501_LAPool")
     if out.exists():
         raise ExportError(f"{out} already exists; choose another folder (nothing is overwritten)")
-    trainer_dir = run_dir.parent
-    plans_path, dataset_json_path = trainer_dir / "plans.json", trainer_dir / "dataset.json"
-    for path in (plans_path, dataset_json_path):
-        if not path.is_file():
-            raise ExportError(f"{path} is missing: nnU-Net writes it beside the fold folders of every run")
-    plans, dataset_json = _read_json(plans_path, "plans"), _read_json(dataset_json_path, "dataset.json")
-    try:
-        configuration = trainer_dir.name.split("__")[2]
-    except IndexError:
-        raise ExportError(f"{trainer_dir.name}: not an nnU-Net results folder name (Trainer__Plans__configuration)")
-    dataset = trainer_dir.parent.name
+    layout = RunLayout.of(run_dir, preprocessed_root)
+    dataset, dataset_json, plans = layout.dataset, layout.dataset_json, layout.plans
     raw_root = Path(raw_root or (nnUNet_raw or ""))
-    preprocessed_root = Path(preprocessed_root or (nnUNet_preprocessed or ""))
     if not str(raw_root) or not (raw_root / dataset / "imagesTr").is_dir():
         raise ExportError(f"the run's raw images are needed: {raw_root / dataset / 'imagesTr'} does not exist "
                           "(set nnUNet_raw)")
-
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    config = PlansManager(plans).get_configuration(configuration)
-    pp_folder = preprocessed_root / dataset / config.data_identifier
-    if not pp_folder.is_dir():
-        raise ExportError(f"the run's preprocessed cases are needed to map the planes back: {pp_folder} does not "
-                          "exist (set nnUNet_preprocessed)")
+    layout.require_preprocessed("to map the planes back")
     state = _read_json(pool_path, "pool")
     pool = LabeledPool(pool_path.parent, state)
     cases = pool.labeled_cases
@@ -96,8 +78,7 @@ def export_pool(run_dir: str | os.PathLike, out: str | os.PathLike, *, raw_root:
     ignore = ignore_label_value(labels)
     ending = dataset_json["file_ending"]
     n_channels = len(dataset_json["channel_names"])
-    dataset_class = infer_dataset_class(str(pp_folder))
-    transpose_forward = PlansManager(plans).transpose_forward
+    transpose_forward = layout.transpose_forward
 
     import SimpleITK as sitk
 
@@ -111,7 +92,7 @@ def export_pool(run_dir: str | os.PathLike, out: str | os.PathLike, *, raw_root:
             missing = [str(p) for p in images if not p.is_file()]
             if missing:
                 raise ExportError(f"{case}: raw image(s) missing: {', '.join(missing)}")
-            data, _, _, properties = dataset_class(str(pp_folder), [case]).load_case(case)
+            data, _, _, properties = layout.load_case(case)
             geom = CaseGeometry.from_properties(properties, transpose_forward, data.shape)
             ref = RawGeometry.read(images[0])
             if tuple(ref.size) != tuple(reversed(geom.raw_shape)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from nnunet_fmabs.annotation.human import QUERIES_FILE, round_folder
@@ -18,6 +19,72 @@ QUERIES_ROOT = Path("fmabs") / "queries"
 
 class RunStateError(FileNotFoundError):
     """RUN_DIR holds no (readable) FM-ABS state."""
+
+
+class RunLayoutError(RuntimeError):
+    """The nnU-Net files around RUN_DIR (plans, dataset.json, preprocessed cases) are missing or unreadable."""
+
+
+@dataclass
+class RunLayout:
+    """Where nnU-Net keeps what a fold folder was trained from: the plans and dataset.json it copied beside
+    the fold folders, the configuration in the results folder's name, the preprocessed cases."""
+
+    run_dir: Path
+    dataset: str
+    configuration: str
+    plans: dict
+    dataset_json: dict
+    preprocessed_root: Path | None
+
+    @classmethod
+    def of(cls, run_dir: str | os.PathLike, preprocessed_root: str | os.PathLike | None = None) -> "RunLayout":
+        from nnunetv2.paths import nnUNet_preprocessed
+
+        run_dir = Path(run_dir)
+        trainer_dir = run_dir.parent
+        plans_path, dataset_json_path = trainer_dir / "plans.json", trainer_dir / "dataset.json"
+        for path in (plans_path, dataset_json_path):
+            if not path.is_file():
+                raise RunLayoutError(f"{path} is missing: nnU-Net writes it beside the fold folders of every run")
+        parts = trainer_dir.name.split("__")
+        if len(parts) != 3:
+            raise RunLayoutError(f"{trainer_dir.name}: not an nnU-Net results folder name "
+                                 "(Trainer__Plans__configuration)")
+        root = preprocessed_root or nnUNet_preprocessed
+        return cls(run_dir, trainer_dir.parent.name, parts[2], _read_json(plans_path, "plans"),
+                   _read_json(dataset_json_path, "dataset.json"), Path(root) if root else None)
+
+    @property
+    def transpose_forward(self) -> list[int]:
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        return PlansManager(self.plans).transpose_forward
+
+    @property
+    def preprocessed_folder(self) -> Path | None:
+        """The run's preprocessed cases (None without nnUNet_preprocessed)."""
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        if self.preprocessed_root is None:
+            return None
+        config = PlansManager(self.plans).get_configuration(self.configuration)
+        return self.preprocessed_root / self.dataset / config.data_identifier
+
+    def require_preprocessed(self, why: str) -> Path:
+        folder = self.preprocessed_folder
+        if folder is None or not folder.is_dir():
+            raise RunLayoutError(f"the run's preprocessed cases are needed {why}: "
+                                 f"{folder or '$nnUNet_preprocessed/' + self.dataset} does not exist "
+                                 "(set nnUNet_preprocessed)")
+        return folder
+
+    def load_case(self, case: str):
+        """nnU-Net's ``(data, seg, seg_prev, properties)`` of one preprocessed case."""
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+        folder = self.require_preprocessed(f"for {case}")
+        return infer_dataset_class(str(folder))(str(folder), [case]).load_case(case)
 
 
 def _read_json(path: Path, what: str) -> dict:
