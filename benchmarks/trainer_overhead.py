@@ -109,8 +109,8 @@ def build(name: str, plans: dict, dataset_json: dict, device, n_batches: int):
         trainer = getattr(T, base)(plans, "3d_fullres", 0, dataset_json, device=device)
         trainer.initialize()
         trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
-        trainer._open_run_state()
-        trainer._run_due_events(initial=True)
+        trainer._open_campaign()
+        trainer._run_due_events()
     train, _val = trainer.get_dataloaders()
     batches = [next(train) for _ in range(n_batches)]
     for loader in (train, _val):

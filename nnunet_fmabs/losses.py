@@ -26,6 +26,12 @@ CONSISTENCY_NOISE_STD = 0.1
 CONSISTENCY_CONTRAST_RANGE = (0.75, 1.25)
 """Range of the random contrast factor in the perturbations xi_j (section 2.2)."""
 
+CONSISTENCY_PERTURBATIONS = 2
+"""J, the perturbed teacher passes of L_c (section 2.2)."""
+
+UAMT_PASSES = 4
+"""T, the stochastic teacher passes of UA-MT's uncertainty (Yu et al. 2019; a baseline of Table 1)."""
+
 
 def _check_mask(mask: Tensor, reference: Tensor, what: str) -> Tensor:
     """A (B, 1, *spatial) voxel mask as a float tensor broadcastable over the classes."""
@@ -180,3 +186,62 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float = EMA_ALPHA)
         raise ValueError("teacher and student have different buffers")
     for name, t_buffer in teacher_buffers.items():
         t_buffer.copy_(student_buffers[name])
+
+
+def teacher_probabilities(teacher: nn.Module, data: Tensor, n: int, autocast=None) -> list[Tensor]:
+    """softmax(teacher(X + xi_j)), j = 1..n, as ONE batched call on n perturbed copies of the batch
+    (nnU-Net's instance norm keeps the samples independent); no gradients. ``autocast``: a context
+    manager factory for the forward pass (mixed precision), or None."""
+    import contextlib
+
+    with torch.no_grad(), (autocast or contextlib.nullcontext)():
+        logits = teacher(perturb(data.repeat(n, *([1] * (data.ndim - 1)))))
+    return list(torch.softmax(logits.float(), 1).chunk(n))
+
+
+def uncertainty_aware_consistency(student_probs: Tensor, teacher_passes: Sequence[Tensor], t: int,
+                                  t_max: int) -> Tensor:
+    """UA-MT's L_c (Yu et al. 2019): the MAE to the mean of T noisy teacher passes, only where the entropy of
+    that mean is below a threshold that ramps from 0.75 to 1 of log(C) (a Gaussian ramp-up over t_max)."""
+    import math
+
+    from nnunet_fmabs.schedules import gaussian_rampup
+
+    mean = torch.stack(list(teacher_passes)).mean(0)
+    uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
+    threshold = (0.75 + 0.25 * gaussian_rampup(t, t_max)) * math.log(mean.shape[1])
+    return consistency_loss(student_probs, [mean], mask=(uncertainty < threshold).float())
+
+
+def fmabs_loss(logits: Tensor, target: Tensor, n_labeled: int, ignore_index: int, t: int, t_max: int, *,
+               use_sam_loss: bool = True, consistency=None, gamma: float = NT_DICE_GAMMA,
+               eps: float = NT_DICE_EPS) -> tuple[Tensor, dict]:
+    """L = L_sup^cross + lambda_sam(t) L_sup^SAM + lambda_c(t) L_c (eq. 1, eq. 3) and its terms.
+
+    ``logits`` (B, C, *spatial) in fp32, the first ``n_labeled`` samples cross-labeled; ``target`` (B, 2,
+    *spatial): channel 0 the cross labels (``ignore_index`` off the three planes), channel 1 Y_f
+    (``ignore_index`` or < 0 where unknown). L_sup^SAM is skipped (weight 0) when no voxel has Y_f;
+    ``consistency``: None (no L_c) or a function of the student's probabilities returning L_c.
+    """
+    from nnunet_fmabs.schedules import lambda_c, lambda_sam
+
+    probs = torch.softmax(logits, 1)
+    loss_cross = partial_cross_entropy(logits[:n_labeled], target[:n_labeled, 0], ignore_index)
+    loss = loss_cross
+    terms = {"loss_cross": loss_cross.detach(), "lambda_sam": 0.0, "lambda_c": 0.0}
+    if use_sam_loss:
+        y_f = target[:, 1]
+        valid = (y_f != ignore_index) & (y_f >= 0)
+        if bool(valid.any()):
+            onehot = torch.zeros_like(probs)
+            onehot.scatter_(1, torch.where(valid, y_f, 0).long()[:, None], 1.0)
+            w = lambda_sam(t, t_max)
+            loss_sam = noise_tolerant_dice(probs, onehot, gamma=gamma, eps=eps, mask=valid[:, None].float())
+            loss = loss + w * loss_sam
+            terms.update(loss_sam=loss_sam.detach(), lambda_sam=w)
+    if consistency is not None:
+        w = lambda_c(t, t_max)
+        loss_cons = consistency(probs)
+        loss = loss + w * loss_cons
+        terms.update(loss_cons=loss_cons.detach(), lambda_c=w)
+    return loss, terms

@@ -63,7 +63,7 @@ def export_pool(run_dir: str | os.PathLike, out: str | os.PathLike, *, raw_root:
     if out.exists():
         raise ExportError(f"{out} already exists; choose another folder (nothing is overwritten)")
     layout = RunLayout.of(run_dir, preprocessed_root)
-    dataset, dataset_json, plans = layout.dataset, layout.dataset_json, layout.plans
+    dataset, dataset_json = layout.dataset, layout.dataset_json
     raw_root = Path(raw_root or (nnUNet_raw or ""))
     if not str(raw_root) or not (raw_root / dataset / "imagesTr").is_dir():
         raise ExportError(f"the run's raw images are needed: {raw_root / dataset / 'imagesTr'} does not exist "

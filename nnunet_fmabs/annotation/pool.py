@@ -43,6 +43,17 @@ class CrossAnnotation:
         planes = tuple(np.ascontiguousarray(np.take(dense, s[a], axis=a)).astype(np.uint8) for a in range(3))
         return cls(s, planes)  # type: ignore[arg-type]
 
+    @classmethod
+    def load(cls, path: str | Path) -> "CrossAnnotation":
+        """Read what :meth:`save` wrote (``slices``, ``axis0``, ``axis1``, ``axis2``)."""
+        with np.load(path) as z:
+            return cls(tuple(int(i) for i in z["slices"]), (z["axis0"], z["axis1"], z["axis2"]))  # type: ignore
+
+    def save(self, path: str | Path) -> None:
+        """Write the three planes atomically (an .npz)."""
+        atomic.save_npz(Path(path), slices=np.asarray(self.slices), axis0=self.planes[0], axis1=self.planes[1],
+                        axis2=self.planes[2])
+
     def check_shape(self, shape: Sequence[int], case: str) -> None:
         for a in range(3):
             expected = tuple(n for i, n in enumerate(shape) if i != a)
@@ -152,9 +163,7 @@ class LabeledPool:
     def annotation(self, case: str) -> CrossAnnotation:
         if case not in self._cache:
             info = self.state["cases"][case]
-            with np.load(self.folder / info["file"]) as z:
-                ann = CrossAnnotation(tuple(int(i) for i in z["slices"]), (z["axis0"], z["axis1"], z["axis2"]))
-            self._cache[case] = ann
+            self._cache[case] = CrossAnnotation.load(self.folder / info["file"])
         return self._cache[case]
 
     # -- changes (each one committed before it returns) ----------------------------------------
@@ -203,8 +212,7 @@ class LabeledPool:
         for c in entry["cases"]:  # arrays first ...
             ann = annotations[c]
             rel = f"annotations/{c}.npz"
-            atomic.save_npz(self.folder / rel, slices=np.asarray(ann.slices), axis0=ann.planes[0],
-                            axis1=ann.planes[1], axis2=ann.planes[2])
+            ann.save(self.folder / rel)
             new["cases"][c] = {"round": entry["round"], "expert": entry["expert"],
                                "slices": list(ann.slices), "file": rel}
         new_entry["status"] = "answered"  # ... then the commit point

@@ -1,6 +1,7 @@
-"""What every trainer of ours shares with nnU-Net's: the paper's schedule and atomic checkpoints."""
+"""What every trainer of ours shares with nnU-Net's: the paper's schedule, atomic checkpoints, AMP."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -108,3 +109,36 @@ class AtomicCheckpointMixin:
                     "this run folder belongs to another trainer. Pass the matching -tr, or start a new run."
                 )
         super().load_checkpoint(filename_or_checkpoint)
+
+
+class MixedPrecisionMixin:
+    """Mixed precision as nnU-Net's: autocast only on CUDA (fp32 on CPU); bf16 where the GPU supports it
+    (no loss scaling needed), else fp16 with nnU-Net's GradScaler."""
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    @property
+    def _scaled_gradients(self) -> bool:
+        return self.grad_scaler is not None and self.amp_dtype == torch.float16
+
+    def _autocast(self):
+        dtype = self.amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def _step(self, loss: torch.Tensor, clip: float = 12.0) -> None:
+        """backward, clip the gradient norm at ``clip`` (nnU-Net's 12), optimizer step; through the GradScaler
+        for fp16."""
+        if self._scaled_gradients:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.optimizer.step()

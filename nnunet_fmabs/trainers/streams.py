@@ -20,7 +20,7 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
 
-from nnunet_fmabs.annotation.pool import CrossAnnotation
+from nnunet_fmabs.annotation.pool import CrossAnnotation, PoolError
 
 MAX_LOCATIONS = 10000  # nnU-Net keeps at most this many sampled locations per class, as we do
 
@@ -51,9 +51,7 @@ class BarelyLabeledDataset(nnUNetBaseDataset):
         shape = tuple(data.shape[1:])
         kind, path = self.sources.get(identifier, ("unlabeled", None))
         if kind == "cross":
-            with np.load(path) as z:
-                ann = CrossAnnotation(tuple(int(i) for i in z["slices"]), (z["axis0"], z["axis1"], z["axis2"]))
-            target = ann.to_volume(shape, self.ignore_value)
+            target = CrossAnnotation.load(path).to_volume(shape, self.ignore_value)
         elif kind == "dataset":  # a barely labeled dataset: its seg holds sparse labels only
             target = np.asarray(seg[0]).astype(np.int16)
             target[target < 0] = self.ignore_value
@@ -159,3 +157,48 @@ def make_augmenter(loader, n_processes: int, pin_memory: bool, seed: int):
     return NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=n_processes,
                                         num_cached=max(2, n_processes), seeds=[seed + i for i in range(n_processes)],
                                         pin_memory=pin_memory, wait_time=0.002)
+
+
+def fmabs_dataloaders(trainer, sources: dict, pseudo_dir: str | None):
+    """An FM-ABS trainer's batches: B patches of the labeled scans (``sources``: their cross labels) plus B of
+    the unlabeled ones, Y_f of ``pseudo_dir`` as an extra label channel (nnU-Net's augmentation moves it with
+    the target), and nnU-Net's validation stream. Background workers as nnU-Net allows, split between streams."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+    patch_size = trainer.configuration_manager.patch_size
+    rotation, dummy_2d, initial_patch_size, mirror_axes = \
+        trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    tr_transforms = trainer.get_training_transforms(
+        patch_size, rotation, None, mirror_axes, dummy_2d,
+        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=False,
+        foreground_labels=trainer.label_manager.foreground_labels, regions=None, ignore_label=None)
+    val_transforms = trainer.get_validation_transforms(None, is_cascaded=False,
+                                                       foreground_labels=trainer.label_manager.foreground_labels,
+                                                       regions=None, ignore_label=trainer.label_manager.ignore_label)
+    tr_keys, val_keys = trainer.do_split()
+    base = trainer.dataset_class(trainer.preprocessed_dataset_folder, list(tr_keys))
+    key = tuple([-1] + list(trainer.label_manager.all_labels))
+    labeled = BarelyLabeledDataset(base, list(sources), sources, trainer.ignore_value, pseudo_dir, key)
+    if not labeled.identifiers:
+        raise PoolError("the labeled pool is empty: no scan to train on")
+    n_proc = get_allowed_n_proc_DA()
+    per_stream = 0 if n_proc == 0 else max(1, n_proc // 2)
+    seed = trainer.settings.seed + 1000 * trainer.current_epoch
+    dl_lab = LabeledStreamLoader(labeled, trainer.batch_size, initial_patch_size, patch_size, trainer.label_manager,
+                                 oversample_foreground_percent=trainer.oversample_foreground_percent,
+                                 transforms=tr_transforms, annotated_key=key)
+    streams = [make_augmenter(dl_lab, per_stream, trainer.device.type == "cuda", seed)]
+    unlabeled_ids = [c for c in tr_keys if c not in sources]
+    if trainer.use_unlabeled_stream and unlabeled_ids:
+        unlabeled = BarelyLabeledDataset(base, unlabeled_ids, {}, trainer.ignore_value, pseudo_dir, key)
+        dl_unl = nnUNetDataLoader(unlabeled, trainer.batch_size, initial_patch_size, patch_size,
+                                  trainer.label_manager, oversample_foreground_percent=0.0, transforms=tr_transforms)
+        streams.append(make_augmenter(dl_unl, per_stream, trainer.device.type == "cuda", seed + 500))
+    train = TwoStreamLoader(*streams)
+    dataset_val = trainer.dataset_class(trainer.preprocessed_dataset_folder, list(val_keys))
+    dl_val = nnUNetDataLoader(dataset_val, trainer.batch_size, patch_size, patch_size, trainer.label_manager,
+                              oversample_foreground_percent=trainer.oversample_foreground_percent,
+                              transforms=val_transforms)
+    val = make_augmenter(dl_val, 0 if n_proc == 0 else 1, trainer.device.type == "cuda", seed + 900)
+    return train, val

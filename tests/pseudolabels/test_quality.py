@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_fmabs.campaign.pseudo_round import cross_target, pseudo_label_round
 from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, plane_overlap, round_accepted
 
 IGNORE = 2
@@ -74,9 +75,9 @@ def _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, **
     trainer = FMABSTrainer_RAND_MV(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
     trainer.initialize()
     trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
-    trainer._open_run_state()
-    trainer._run_due_events(initial=True)
-    load = trainer._load_case
+    trainer._open_campaign()
+    trainer._run_due_events()
+    load = trainer.campaign.source.load_case
     last = {}
 
     def remember(case):
@@ -84,8 +85,9 @@ def _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, **
         last["seg"] = np.asarray(out[1][0]) > 0
         return out
 
-    monkeypatch.setattr(trainer, "_load_case", remember)
-    monkeypatch.setattr(trainer, "_predict", lambda net, data: np.stack([~last["seg"], last["seg"]]).astype(np.float32))
+    monkeypatch.setattr(trainer.campaign.source, "load_case", remember)
+    monkeypatch.setattr(trainer.campaign, "predict",
+                        lambda net, data: np.stack([~last["seg"], last["seg"]]).astype(np.float32))
     return trainer
 
 
@@ -95,8 +97,8 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
 
     trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_GUARD=guard,
                                            FMABS_LIMIT_TO_TEACHER_MM="off")
-    trainer._generalist = _Everything()
-    trainer._pseudo_label_round(10, "test")
+    trainer.campaign._generalist = _Everything()
+    pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
     entry = trainer.pl_store.rounds[-1]
     assert entry["planes_dice_teacher"] == 1.0 and entry["planes_dice_yf"] < 0.5
     assert entry["accepted"] is (guard == "off")
@@ -110,7 +112,7 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
                 continue
             assert (z["y_generalist"] == 1).mean() > 0.3  # the generalist's answer is kept for inspection
             if path.stem in labeled:  # the expert's planes only
-                cross = trainer._cross_target(path.stem, trainer._label_sources(), y.shape)
+                cross = cross_target(trainer.campaign.source, path.stem, trainer.campaign.label_sources(), y.shape)
                 expected = np.where((cross >= 0) & (cross != trainer.ignore_value), cross, trainer.ignore_value)
                 np.testing.assert_array_equal(y, expected)
             else:
@@ -137,10 +139,10 @@ def test_prompts_on_raw_slices_where_the_training_grid_is_coarser(trainer_inputs
                                                nnUNet_results=str(tmp_path / resolution))
         calls = []
         original = labeler.label_volume_fine
-        monkeypatch.setattr("nnunet_fmabs.trainers.fmabs_trainer.label_volume_fine",
+        monkeypatch.setattr("nnunet_fmabs.campaign.pseudo_round.label_volume_fine",
                             lambda *a, **k: calls.append(k["fine_spacing"]) or original(*a, **k))
-        trainer._generalist = DemoBoxGeneralist()
-        trainer._pseudo_label_round(10, "test")
+        trainer.campaign._generalist = DemoBoxGeneralist()
+        pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
         assert bool(calls) is (resolution == "raw")
         assert all(list(c) == [1.25, 1.25, 1.25] for c in calls)
         results[resolution] = {p.stem: np.load(p)["y"] for p in trainer.pl_store.latest_dir.glob("*.npz")}

@@ -103,13 +103,13 @@ def test_y_f_switches_and_weights_act_in_train_step(trainer):
 def test_teacher_passes_are_one_batched_call_equal_to_separate_passes(trainer, monkeypatch):
     """The J perturbed teacher passes run as one call on J copies of the batch; each chunk is what a
     separate pass on its own perturbation gives (instance norm: the samples do not mix)."""
-    from nnunet_fmabs.trainers import fmabs_trainer
+    from nnunet_fmabs import losses
 
     # a perturbation that marks each sample of the stacked batch by its index
     def tagged(x):
         return x + 0.1 * torch.arange(x.shape[0], dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
-    monkeypatch.setattr(fmabs_trainer, "perturb", tagged)
+    monkeypatch.setattr(losses, "perturb", tagged)
     calls = []
     handle = trainer.teacher.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     data = _batch(trainer)["data"]

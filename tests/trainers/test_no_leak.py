@@ -33,8 +33,8 @@ def _batches(pp_root: Path, results: Path, monkeypatch, n: int = 4) -> tuple[lis
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
-    trainer._open_run_state()
-    trainer._run_due_events(initial=True)
+    trainer._open_campaign()
+    trainer._run_due_events()
     train, val = trainer.get_dataloaders()
     np.random.seed(0)
     torch.manual_seed(0)

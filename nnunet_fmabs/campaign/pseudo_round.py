@@ -1,0 +1,169 @@
+"""One pseudo-label round (2.2): teacher mask -> prompts -> generalist per view -> UA/MV fusion -> the
+expert's planes put back -> Y_f of every training scan, then the round guard on the expert's planes.
+
+Resumable: each scan's result is saved as it is made; a killed round goes on with the scans left.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from nnunet_fmabs.annotation.pool import CrossAnnotation
+from nnunet_fmabs.faults import kill_point
+from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
+from nnunet_fmabs.pseudolabels.labeler import dice, label_volume, label_volume_fine
+from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
+from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+
+
+def cross_target(source, case: str, sources: dict, shape) -> np.ndarray:
+    """The labels a scan trains on: the expert's three planes (ignore elsewhere) or the dataset's own seg."""
+    kind, path = sources[case]
+    if kind == "dataset":
+        seg = np.asarray(source.load_case(case)[1][0]).astype(np.int16)
+        seg[seg < 0] = source.ignore_value
+        return seg
+    return CrossAnnotation.load(path).to_volume(shape, source.ignore_value)
+
+
+def raw_for_prompts(source, case: str, props: dict, shape) -> tuple | None:
+    """FMABS_PROMPT_RESOLUTION=raw: (raw image transposed like the training grid, its spacing, index maps)
+    when the raw image is finer than the training grid along some axis; None otherwise (grid slices)."""
+    import SimpleITK as sitk
+
+    from nnunet_fmabs.annotation.geometry import CaseGeometry
+
+    path = source.raw_image(case)
+    if path is None:
+        raise FileNotFoundError(f"FMABS_PROMPT_RESOLUTION=raw: no raw image of {case} under nnUNet_raw "
+                                f"({source.cache_prefix[0] if source.cache_prefix else 'the dataset'}/imagesTr)")
+    image = sitk.ReadImage(str(path))
+    tf = list(source.transpose_forward)
+    spacing = [float(image.GetSpacing()[::-1][a]) for a in tf]
+    if all(s >= g - 1e-6 for s, g in zip(spacing, source.spacing)):
+        return None  # the training grid is as fine as the raw image: nothing to gain
+    raw = np.ascontiguousarray(sitk.GetArrayFromImage(image).astype(np.float32).transpose(tf))
+    geometry = CaseGeometry.from_properties(props, tf, shape)
+    return raw, spacing, geometry.pp_index_maps()
+
+
+def label_cases(campaign, teacher, index: int, partial: Path):
+    """Y_f of every training scan not yet in the round's ``partial`` folder; returns the stats and the
+    first scan's pieces for the round's picture."""
+    source, settings, store = campaign.source, campaign.settings, campaign.pl_store
+    generalist = campaign.generalist()
+    sources = campaign.label_sources()
+    done = store.done_cases(partial)
+    simulation = not source.has_ignore_label
+    stats = {"dice_yf": [], "dice_teacher": [], "prompted_slices": 0}
+    figure_case = None
+    recipe = settings.recipe()
+    for case in tqdm(campaign.pool.training_cases, desc=f"pseudo labels, round {index}", disable=False):
+        if case in done:
+            continue
+        data, seg, _, props = source.load_case(case)
+        teacher_mask = campaign.predict(teacher, data).argmax(0) > 0
+        rng = np.random.default_rng([settings.seed, 7919 + index, zlib.crc32(case.encode())])
+        cache_key = (*source.cache_prefix, case)
+        raw = raw_for_prompts(source, case, props, teacher_mask.shape) if settings.prompt_resolution == "raw" \
+            else None
+        if raw is None:
+            labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
+                                  spacing=source.spacing, recipe=recipe, cache_key=cache_key)
+        else:
+            labels = label_volume_fine(raw[0], teacher_mask, generalist, rng, raw[2], fine_spacing=raw[1],
+                                       spacing=source.spacing, fusion=campaign.fusion, recipe=recipe,
+                                       cache_key=(*cache_key, "raw"))
+        y_f = labels.fused.astype(np.uint8)
+        planes = None
+        if case in sources:  # on the expert's slices the expert's labels replace Y_f
+            cross = cross_target(source, case, sources, teacher_mask.shape)
+            planes = PlaneAgreement.of_case(labels.fused, teacher_mask, cross, source.ignore_value).as_array()
+            y_f = apply_expert_labels(labels.fused, cross, source.ignore_value)
+        store.save_case(partial, case, y_f, teacher_mask, planes)
+        kill_point("pseudo_label_case")
+        stats["prompted_slices"] += labels.n_prompted_slices
+        if simulation:  # measured for the log, never trained on
+            gt = np.asarray(seg[0][:]) > 0
+            stats["dice_yf"].append(dice(y_f > 0, gt))
+            stats["dice_teacher"].append(dice(teacher_mask, gt))
+        if figure_case is None:
+            figure_case = (case, np.asarray(data[0]), teacher_mask, labels,
+                           np.asarray(seg[0][:]) > 0 if simulation else None)
+    return stats, figure_case
+
+
+def guard_round(campaign, partial: Path) -> dict:
+    """The round guard (nnunet_fmabs.pseudolabels.quality): Y_f and teacher against the expert's planes;
+    a rejected round trains on the expert's planes only (Y_f kept in the files as ``y_generalist``)."""
+    store: PseudoLabelStore = campaign.pl_store
+    settings, source = campaign.settings, campaign.source
+    sources = campaign.label_sources()
+    agreement = sum((PlaneAgreement.from_array(v) for v in store.case_planes(partial).values()), PlaneAgreement())
+    accepted = settings.pl_guard == "off" or round_accepted(agreement, settings.pl_guard_margin)
+    out = {"planes_dice_yf": agreement.dice_yf, "planes_dice_teacher": agreement.dice_teacher,
+           "planes_voxels": agreement.voxels, "accepted": bool(accepted)}
+    if not accepted:
+        ignore = source.ignore_value
+        for case in store.done_cases(partial):
+            with np.load(partial / f"{case}.npz") as z:
+                shape = z["y"].shape
+            fallback = np.full(shape, ignore, dtype=np.uint8)
+            if case in sources:  # the expert's planes, unknown elsewhere
+                cross = cross_target(source, case, sources, shape)
+                fallback = np.where((cross >= 0) & (cross != ignore), cross, ignore).astype(np.uint8)
+            store.replace_labels(partial, case, fallback)
+        campaign.log(
+            f"pseudo-label round REJECTED by the guard: on the expert's planes Y_f Dice {agreement.dice_yf:.3f} "
+            f"< teacher {agreement.dice_teacher:.3f} - {settings.pl_guard_margin:g}; this round trains "
+            "L_sup^SAM on the expert's planes only")
+    return out
+
+
+def round_figure(folder: Path, fusion: str, case, image, teacher_mask, labels, gt, summary: dict,
+                 log: Callable[[str], None]) -> None:
+    try:
+        from nnunet_fmabs.pseudolabels.figure import save_round_figure
+
+        guard = (f"expert planes: Dice Y_f {summary['planes_dice_yf']:.3f} vs teacher "
+                 f"{summary['planes_dice_teacher']:.3f} -> round {'accepted' if summary['accepted'] else 'REJECTED'}")
+        save_round_figure(folder / f"{case}.png", image, teacher_mask, labels.views, labels.fused, gt,
+                          title=f"{case}: teacher, per-view generalist masks, fused Y_f ({fusion})\n{guard}")
+    except Exception as e:  # a picture must never stop training
+        log(f"could not draw the pseudo-label figure: {e}")
+
+
+def fingerprint(module) -> str:
+    """A short digest of a network's weights (names the teacher a round was made with)."""
+    import hashlib
+
+    if module is None:
+        return "none"
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def pseudo_label_round(campaign, t: int, reason: str, teacher) -> dict:
+    """Run one round with ``teacher``, commit it, log it and draw it; returns the round's summary."""
+    store: PseudoLabelStore = campaign.pl_store
+    teacher_fingerprint = fingerprint(teacher)
+    index, partial = store.begin_round(teacher_fingerprint)
+    stats, figure_case = label_cases(campaign, teacher, index, partial)
+    summary = {"prompted_slices": stats["prompted_slices"], "teacher_fingerprint": teacher_fingerprint}
+    if stats["dice_yf"]:
+        summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
+        summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))
+    summary.update(guard_round(campaign, partial))
+    kill_point("before_pseudo_label_commit")
+    final = store.commit_round(index, partial, iteration=t, reason=reason, stats=summary)
+    campaign.log(f"pseudo-label round {index} ({reason}) at iteration {t}: {summary}")
+    if figure_case is not None:
+        round_figure(final, campaign.fusion, *figure_case, summary=summary, log=campaign.log)
+    return summary
