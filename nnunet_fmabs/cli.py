@@ -74,9 +74,6 @@ def _cmd_weights(args) -> int:
         path = download_weights(args.name, dest=args.dest, url=args.url)
         print(f"{args.name}: {path}")
         return 0
-    from nnunet_fmabs.generalists import available_generalists
-
-    available_generalists()  # plugins register their own weights with their classes
     rows = weights_table()
     width = max(len(r["name"]) for r in rows)
     for r in rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_fmabs import atomic
+from nnunet_fmabs.annotation.rounds import K_PER_ROUND, ROUND_SPREAD, WARMUP_FRACTION
 from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, RECIPES, PromptRecipe
 
 
@@ -31,9 +32,9 @@ class RunSettings:
     """Per-run knobs. Defaults follow the paper (section 3) unless a trainer variant overrides them."""
 
     budget: str = "25%"  # scans to cross-label: a count ("20") or a fraction of the fold ("25%", "0.25")
-    k: int = 2  # scans queried per active round after round 0 (2.3)
-    warmup_fraction: float = 0.2  # round 0: a random 20 % of the budget (2.3)
-    al_spread: float = 0.5  # active rounds evenly over this first fraction of training
+    k: int = K_PER_ROUND  # scans queried per active round after round 0 (2.3)
+    warmup_fraction: float = WARMUP_FRACTION  # round 0: a random 20 % of the budget (2.3)
+    al_spread: float = ROUND_SPREAD  # active rounds evenly over this first fraction of training
     expert: str = "auto"  # simulated | human | auto (simulated when the dataset has dense labels)
     slice_rule: str = "bbox_middle"  # the simulated expert's rule for its three slices
     generalist: str = "litemedsam"

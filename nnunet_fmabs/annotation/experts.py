@@ -14,6 +14,22 @@ import numpy as np
 
 from nnunet_fmabs.annotation.pool import CrossAnnotation
 from nnunet_fmabs.annotation.slices import select_slices
+from nnunet_fmabs.registry import Registry
+
+EXPERTS = Registry("expert", "nnunet_fmabs.experts")
+"""FMABS_EXPERT names: ``simulated``, ``human`` and plugins' (entry-point group ``nnunet_fmabs.experts``).
+A class there implements :class:`Expert` and ``for_run(context: ExpertContext)``."""
+
+
+@dataclass(frozen=True)
+class ExpertContext:
+    """What a run tells its expert when it builds one (:meth:`for_run`)."""
+
+    settings: object  # the run's RunSettings
+    queries_root: Path  # where a person's files go (round_NN/ folders)
+    resume_command: str  # the command that continues the run
+    file_ending: str = ".nii.gz"  # the dataset's image file ending
+    log: Callable[[str], None] = print
 
 
 @dataclass
@@ -44,6 +60,7 @@ class Expert(Protocol):
         """Labels for every scan of a pending round, or None while a person is still at work."""
 
 
+@EXPERTS.register("simulated")
 class SimulatedExpert:
     """Labels the three slices from the dense ground truth (the authors' simulation, 2.3)."""
 
@@ -51,6 +68,10 @@ class SimulatedExpert:
 
     def __init__(self, rule: str = "bbox_middle"):
         self.rule = rule
+
+    @classmethod
+    def for_run(cls, context: ExpertContext) -> "SimulatedExpert":
+        return cls(context.settings.slice_rule)
 
     def propose_slices(self, case: str, access: ScanAccess) -> tuple[int, int, int]:
         return select_slices(self._dense(case, access), rule=self.rule)

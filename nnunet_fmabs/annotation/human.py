@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from nnunet_fmabs import atomic
-from nnunet_fmabs.annotation.experts import ScanAccess
+from nnunet_fmabs.annotation.experts import EXPERTS, ExpertContext, ScanAccess
 from nnunet_fmabs.annotation.geometry import CaseGeometry, view_names
 from nnunet_fmabs.annotation.pool import CrossAnnotation
 from nnunet_fmabs.annotation.slicer import SEG_NRRD, SlicerSegmentationError, read_seg_nrrd
@@ -122,6 +122,7 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in np.ravel(values)) + ")"
 
 
+@EXPERTS.register("human")
 class HumanExpert:
     """A person labels three slices per queried scan in a viewer; see the module docstring."""
 
@@ -155,6 +156,10 @@ class HumanExpert:
             raise ValueError(f"{POLL_ENV}={raw!r}: must be a positive number of seconds") from None
         return cls(queries_root, resume_command, file_ending, wait=environ.get(WAIT_ENV, "").strip() or "exit",
                    poll_seconds=seconds, log=log)
+
+    @classmethod
+    def for_run(cls, context: ExpertContext) -> "HumanExpert":
+        return cls.from_environ(context.queries_root, context.resume_command, context.file_ending, log=context.log)
 
     @property
     def blocks(self) -> bool:

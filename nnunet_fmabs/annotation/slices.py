@@ -68,10 +68,8 @@ def cross_label(
             raise ValueError(f"slice index {index} out of range [0, {size}) on axis {axis}")
     if np.any(label == ignore_value):
         raise ValueError(f"ignore_value {ignore_value} also occurs as a label value")
+    from nnunet_fmabs.annotation.pool import CrossAnnotation  # one code path with the pool's volumes
+
     dtype = np.result_type(label.dtype, np.min_scalar_type(ignore_value))
-    out = np.full(label.shape, ignore_value, dtype=dtype)
-    for axis, index in enumerate(planes):
-        where = [slice(None)] * 3
-        where[axis] = index  # type: ignore[call-overload]
-        out[tuple(where)] = label[tuple(where)]
-    return out
+    annotation = CrossAnnotation(tuple(planes), tuple(np.take(label, i, axis=a) for a, i in enumerate(planes)))
+    return annotation.to_volume(label.shape, ignore_value, dtype=dtype)

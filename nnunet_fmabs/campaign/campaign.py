@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_fmabs import atomic
-from nnunet_fmabs.annotation.experts import SimulatedExpert
+from nnunet_fmabs.annotation.experts import EXPERTS, ExpertContext, SimulatedExpert
 from nnunet_fmabs.annotation.pool import LabeledPool
 from nnunet_fmabs.annotation.rounds import budget_from_spec
 from nnunet_fmabs.campaign.plan import CampaignPlan
@@ -47,20 +47,17 @@ class RunFolderTaken(RuntimeError):
 def make_expert(settings: RunSettings, barely_labeled: bool, queries_root: Path, resume_command: str,
                 file_ending: str, log: Callable[[str], None] = print):
     """FMABS_EXPERT: simulated (reads the dense truth), human (files for a person), auto (human when the
-    dataset is barely labeled, i.e. declares an ignore label)."""
+    dataset is barely labeled, i.e. declares an ignore label), or a plugin's name (EXPERTS)."""
+    import nnunet_fmabs.annotation.human  # noqa: F401 - registers "human"
+
     kind = settings.expert
     if kind == "auto":
         kind = "human" if barely_labeled else "simulated"
-    if kind == "simulated":
-        if barely_labeled:
-            raise ValueError("FMABS_EXPERT=simulated needs dense labels, but this dataset declares an "
-                             "ignore label (it is barely labeled): use FMABS_EXPERT=human")
-        return SimulatedExpert(settings.slice_rule)
-    if kind == "human":
-        from nnunet_fmabs.annotation.human import HumanExpert
-
-        return HumanExpert.from_environ(queries_root, resume_command, file_ending, log=log)
-    raise ValueError(f"FMABS_EXPERT={kind!r}: use simulated, human or auto")
+    cls = EXPERTS.get(kind)
+    if barely_labeled and cls is SimulatedExpert:
+        raise ValueError("FMABS_EXPERT=simulated needs dense labels, but this dataset declares an "
+                         "ignore label (it is barely labeled): use FMABS_EXPERT=human")
+    return cls.for_run(ExpertContext(settings, Path(queries_root), resume_command, file_ending, log))
 
 
 class Campaign:

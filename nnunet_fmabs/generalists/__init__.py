@@ -10,7 +10,8 @@ a model is built.
 from .base import Generalist
 from .cache import EmbeddingCache
 from .checkpoints import CheckpointError
-from .registry import (DEFAULT_GENERALIST, ENTRY_POINT_GROUP, available_generalists, declare_plugins,
+from .registry import (DEFAULT_GENERALIST, ENTRY_POINT_GROUP, GENERALISTS, available_generalists, declare_plugins,
+                       load_generalist_plugins,
                        generalist_class, get_generalist, register_generalist)
 from .weights import download_weights, generalist_status, resolve_checkpoint, weights_table
 from . import litemedsam, mobilesam, sam  # noqa: E402,F401  (register the built-in families)

@@ -100,7 +100,11 @@ def known_weights(name: str) -> WeightsSpec | None:
 
 
 def weights_spec(name: str) -> WeightsSpec:
-    """The spec of a generalist's weights; unknown names list the known ones."""
+    """The spec of a generalist's weights (a plugin's once imported); unknown names list the known ones."""
+    if name not in WEIGHTS:
+        from .registry import load_generalist_plugins
+
+        load_generalist_plugins()
     try:
         return WEIGHTS[name]
     except KeyError:
@@ -209,7 +213,11 @@ def verify_weights(name: str, path: str | os.PathLike) -> None:
 
 
 def weights_table() -> list[dict]:
-    """One row per generalist for ``nnunet-fmabs weights``: name, env var, path, present, url."""
+    """One row per generalist for ``nnunet-fmabs weights``: name, env var, path, present, url (plugins are
+    imported first: they register the weights they bring)."""
+    from .registry import load_generalist_plugins
+
+    load_generalist_plugins()
     rows = []
     for spec in WEIGHTS.values():
         configured = os.environ.get(spec.env_var)
@@ -269,10 +277,10 @@ def generalist_status() -> list[dict]:
     packages to install). Plugins registered through entry points are listed with their own
     ``weights_name`` where they declare one.
     """
-    from .registry import available_generalists, generalist_class
+    from .registry import generalist_class, load_generalist_plugins
 
     rows = []
-    for name in available_generalists():
+    for name in load_generalist_plugins():  # a broken plugin warns and is left out
         cls = generalist_class(name)
         spec = WEIGHTS.get(getattr(cls, "weights_name", name))
         missing = [pip for module, pip in getattr(cls, "requires", ()) if importlib.util.find_spec(module) is None]

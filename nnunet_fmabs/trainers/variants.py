@@ -41,3 +41,7 @@ class MeanTeacherTrainer(FMABSTrainer):
 class UAMTTrainer(MeanTeacherTrainer):
     """UA-MT (Yu et al., MICCAI 2019): L_c only where the teacher's uncertainty is below a rising threshold."""
     uncertainty_aware = True
+
+
+__all__ = [name for name, obj in list(globals().items())
+           if isinstance(obj, type) and obj.__module__ == __name__]  # every trainer defined above, in order

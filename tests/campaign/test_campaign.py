@@ -205,3 +205,38 @@ def test_resume_command_repeats_the_users_line():
     argv = ["/venv/bin/nnUNetv2_train", "42", "3d_fullres", "0", "-tr", "FMABSTrainer_HER_MV", "--c"]
     assert resume_command("fallback", argv) == "nnUNetv2_train 42 3d_fullres 0 -tr FMABSTrainer_HER_MV --c"
     assert resume_command("fallback", ["python", "-c", "..."]) == "fallback"
+
+
+class NotesExpert:
+    """A third-party expert (an entry point of nnunet_fmabs.experts): the teacher's labels... here, the truth."""
+
+    name = "notes"
+
+    def __init__(self, queries_root):
+        self.queries_root = queries_root
+
+    @classmethod
+    def for_run(cls, context):
+        return cls(context.queries_root)
+
+
+def test_experts_come_from_one_registry(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from nnunet_fmabs.annotation.experts import EXPERTS
+    from nnunet_fmabs.annotation.human import HumanExpert
+    from nnunet_fmabs.campaign import make_expert
+
+    def expert(kind, barely_labeled=False):
+        return make_expert(RunSettings(expert=kind), barely_labeled, tmp_path / "q", "resume", ".nii.gz")
+
+    assert isinstance(expert("auto"), SimulatedExpert) and isinstance(expert("auto", True), HumanExpert)
+    assert expert("human").resume_command == "resume" and expert("Simulated").rule == "bbox_middle"
+    with pytest.raises(ValueError, match="FMABS_EXPERT=simulated needs dense labels"):
+        expert("simulated", True)
+    monkeypatch.setattr("nnunet_fmabs.registry.group_entry_points", lambda group: [
+        EntryPoint("notes", f"{__name__}:NotesExpert", group)] if group == "nnunet_fmabs.experts" else [])
+    monkeypatch.setattr(EXPERTS, "_classes", dict(EXPERTS._classes))
+    with pytest.raises(ValueError, match="unknown expert 'oracle'; known: simulated, human, notes"):
+        expert("oracle")
+    assert expert("notes").queries_root == tmp_path / "q"

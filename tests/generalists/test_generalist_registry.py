@@ -75,32 +75,34 @@ def test_entry_point_plugin_is_discovered_lazily(tmp_path, monkeypatch):
     (tmp_path / "fmabs_box_plugin.py").write_text(PLUGIN)
     declare_plugins(tmp_path, "fmabs-box-plugin", {"boxes": "fmabs_box_plugin:BoxGeneralist"})
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.GENERALISTS, "_classes", dict(registry.GENERALISTS._classes))
 
     generalist_class("litemedsam")  # a registered name: no plugin is imported
+    assert "boxes" in available_generalists()  # listed from its entry point, not imported
     assert "fmabs_box_plugin" not in sys.modules
-    assert "boxes" in available_generalists()
+    generalist_class("BOXES")  # case does not matter; now it is imported
     assert "fmabs_box_plugin" in sys.modules
     masks = get_generalist("boxes").segment([np.zeros((10, 12))], np.array([[2, 3, 5, 4]]))
     assert masks[0].sum() == 4 * 2
     sys.modules.pop("fmabs_box_plugin")
 
 
-def test_a_broken_plugin_warns_when_listing_and_raises_when_asked_for(tmp_path, monkeypatch):
+def test_a_broken_plugin_warns_when_loaded_and_raises_when_asked_for(tmp_path, monkeypatch):
     (tmp_path / "fmabs_broken_plugin.py").write_text("raise RuntimeError('needs a GPU driver')\n")
     declare_plugins(tmp_path, "fmabs-broken-plugin", {"broken": "fmabs_broken_plugin:Model"})
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_BROKEN", {})
+    monkeypatch.setattr(registry.GENERALISTS, "_classes", dict(registry.GENERALISTS._classes))
+    monkeypatch.setattr(registry.GENERALISTS, "_broken", {})
+    assert "broken" in available_generalists()  # declared; not imported by listing
     with pytest.warns(UserWarning, match="'broken'.*needs a GPU driver"):
-        names = available_generalists()
+        names = registry.load_generalist_plugins()
     assert "broken" not in names and BUILT_IN <= set(names)
     with pytest.raises(ImportError, match="needs a GPU driver"):
         get_generalist("broken")
 
 
 def test_register_generalist_refuses_to_take_a_name_twice(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.GENERALISTS, "_classes", dict(registry.GENERALISTS._classes))
 
     class Other(Generalist):
         pass

@@ -166,7 +166,7 @@ def test_a_plugin_brings_its_own_weights(tmp_path, monkeypatch):
     (tmp_path / "fmabs_weights_plugin.py").write_text(PLUGIN_WITH_WEIGHTS)
     declare_plugins(tmp_path, "fmabs-weights-plugin", {"tinyplug": "fmabs_weights_plugin:TinyPluginSam"})
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.GENERALISTS, "_classes", dict(registry.GENERALISTS._classes))
     monkeypatch.setattr(weights, "WEIGHTS", dict(weights.WEIGHTS))
     assert "tinyplug" in available_generalists()
     cls = registry.generalist_class("tinyplug")

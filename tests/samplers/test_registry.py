@@ -23,8 +23,7 @@ class ToySampler:
 
 def _fake_entry_points(*eps):
     def entry_points(group):
-        assert group == ENTRY_POINT_GROUP
-        return list(eps)
+        return list(eps) if group == ENTRY_POINT_GROUP else []
 
     return entry_points
 
@@ -48,7 +47,7 @@ def test_unknown_sampler_lists_known_ones():
 
 
 def test_register_sampler_decorator(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.SAMPLERS, "_classes", dict(registry.SAMPLERS._classes))
 
     @samplers.register_sampler("toy_registered")
     class Registered(ToySampler):
@@ -56,26 +55,28 @@ def test_register_sampler_decorator(monkeypatch):
 
     assert "toy_registered" in samplers.available_samplers()
     assert isinstance(samplers.get_sampler("toy_registered", offset=1.0), Registered)
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="sampler name 'toy_registered' is taken by"):
         samplers.register_sampler("toy_registered")(ToySampler)
 
 
 def test_entry_point_plugin_is_listed_without_loading_and_loaded_on_use(monkeypatch):
     good = EntryPoint("toy", f"{__name__}:ToySampler", ENTRY_POINT_GROUP)
     broken = EntryPoint("broken", "nnunet_fmabs_no_such_module:Sampler", ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", _fake_entry_points(good, broken))
+    monkeypatch.setattr("nnunet_fmabs.registry.group_entry_points", _fake_entry_points(good, broken))
+    monkeypatch.setattr(registry.SAMPLERS, "_classes", dict(registry.SAMPLERS._classes))
     # listing does not import the broken plugin
     assert samplers.available_samplers() == ["random", "LC", "HE", "HER", "broken", "toy"]
     toy = samplers.get_sampler("toy", offset=0.5)
     assert isinstance(toy, ToySampler) and toy.offset == 0.5
     with pytest.raises(ImportError, match="'broken'"):
         samplers.get_sampler("broken")
-    with pytest.raises(ValueError, match="broken, toy"):
+    with pytest.raises(ValueError, match="HER, toy, broken"):  # toy is registered once imported
         samplers.get_sampler("missing")
 
 
 def test_plugin_without_score_is_rejected(monkeypatch):
     ep = EntryPoint("bad", "builtins:object", ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", _fake_entry_points(ep))
+    monkeypatch.setattr("nnunet_fmabs.registry.group_entry_points", _fake_entry_points(ep))
+    monkeypatch.setattr(registry.SAMPLERS, "_classes", dict(registry.SAMPLERS._classes))
     with pytest.raises(TypeError, match="score"):
         samplers.get_sampler("bad")
