@@ -51,7 +51,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEFAULT_LA_ROOT = Path("/work/shared/data/LA")
-PAPER_TEXT = Path("/work/shared/paper/fm-abs-miccai2024.txt")
+PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "fm-abs-miccai2024.txt"  # ../shared
+PAPER_TABLE_COPY = Path(__file__).resolve().parents[1] / "tests" / "data" / "paper_table1_la.txt"  # in the repo
 LA_NATIVE_MM = 0.625
 DATASET_ID = 992
 DATASET_NAME = "LA"

@@ -3,6 +3,7 @@ box-threshold generalist. Every round kind, the plan, kills at each point with a
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -195,7 +196,10 @@ def test_the_run_folder_is_claimed(tmp_path):
         claim(tmp_path, SETTINGS, "FMABSTrainer_HER_MV", resuming=False, checkpoint_exists=True, where="here")
     with pytest.raises(RunFolderTaken, match="belongs to trainer FMABSTrainer_HER_MV, not MeanTeacherTrainer"):
         claim(tmp_path, SETTINGS, "MeanTeacherTrainer", resuming=True, checkpoint_exists=True, where="here")
-    with pytest.raises(SettingsMismatchError, match="FMABS_BUDGET: run has '5', now '6'"):
+    message = ("Refusing to continue the run in here with other FMABS_* settings than it was started with:\n"
+               "  FMABS_BUDGET: run has '5', now '6'\n"
+               "Set the variables back to the run's values (or unset them), or start a new run.")
+    with pytest.raises(SettingsMismatchError, match=f"^{re.escape(message)}$"):
         claim(tmp_path, RunSettings(budget="6", seed=3, expert="simulated", embedding_cache="off", k=2,
                                     pl_rounds="0.6"), "FMABSTrainer_HER_MV", resuming=True, checkpoint_exists=True,
               where="here")

@@ -41,7 +41,7 @@ def test_non_finite_score_names_sampler_and_case(bad):
 
 @pytest.mark.parametrize("k", [0, -1])
 def test_k_must_be_positive(k):
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=rf"^k must be a positive integer, got {k}$"):
         select_cases(get_sampler("HE"), SCORES, k, np.random.default_rng(0))
 
 

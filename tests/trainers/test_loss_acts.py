@@ -158,3 +158,18 @@ def test_pretrained_weights_reach_the_teacher(trainer, tmp_path):
         assert changed and all(not torch.equal(teacher[k], random_init[k]) for k in changed)
     finally:
         trainer._finish_streams()
+
+
+def test_checkpoint_holds_nnunets_own_keys_and_ours(trainer, monkeypatch):
+    """Our atomic checkpoint writes exactly nnU-Net's keys (read back by its load_checkpoint and predictor)
+    plus one "fmabs" entry: teacher, settings, trainer, failed-round counter, random streams."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    written = []
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: written.append(obj))
+    nnUNetTrainer.save_checkpoint(trainer, "unused.pth")  # nnU-Net's own method on our trainer
+    ours = trainer._checkpoint_dict()
+    assert set(ours) - {"fmabs"} == set(written[0])
+    assert set(ours["fmabs"]) == {"teacher", "settings", "trainer", "pl_failures", "rng"}
+    trainer._pl_failures = 2
+    assert trainer._checkpoint_dict()["fmabs"]["pl_failures"] == 2
