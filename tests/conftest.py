@@ -35,7 +35,8 @@ TINY = {
 # `pytest -m "not slow"` runs the rest (the unit tests) in about a minute
 SLOW_FIXTURES = {"nnunet_run"}
 SLOW_MODULES = {"test_demo.py", "test_generalist_litemedsam.py", "test_label_volume.py", "test_benchmarks.py",
-                "test_fmabs_cli.py", "test_barely_labeled_dataset.py", "test_stock_cli.py", "test_loss_acts.py"}
+                "test_fmabs_cli.py", "test_barely_labeled_dataset.py", "test_stock_cli.py", "test_loss_acts.py",
+                "test_distributed.py"}
 
 
 def pytest_configure(config):

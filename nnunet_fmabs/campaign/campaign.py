@@ -123,6 +123,16 @@ class Campaign:
     # -- what is due ------------------------------------------------------------------------------
     def run_due(self, t: int, student, teacher) -> bool:
         """Run every round due at iteration ``t``; True when the training batches must be rebuilt."""
+        labels_added = self.run_rounds(t, student)
+        reason = self.pseudo_labels_due(t, labels_added)
+        if reason is not None:
+            self.guarded(t, lambda: pseudo_label_round(self, t, reason, teacher))
+        if labels_added or reason is not None:
+            self.save()
+        return labels_added or reason is not None
+
+    def run_rounds(self, t: int, student) -> bool:
+        """The pending round's answer and every active round due at ``t``; True when labels were added."""
         self._student = student
         labels_added = False
         if self.pool.pending_round is not None:
@@ -137,23 +147,28 @@ class Campaign:
                 self.active_learning_curve(t, student)
             self.active_round(done, t, student)
             labels_added = True
+        return labels_added
+
+    def pseudo_labels_due(self, t: int, labels_added: bool) -> str | None:
+        """Why a pseudo-label round is due at ``t`` ("after an active round", "schedule"), or None."""
+        if not self.use_sam_loss or t <= 0:
+            return None
         last = self.pl_store.last_iteration
         last = -1 if last is None else last
         # labels that no pseudo-label round has seen yet: those of this call, or of a round answered before a
         # kill or a failed pseudo-label round (rounds at t = 0 have no teacher to prompt the generalist)
-        new_labels = labels_added or any(r["status"] == "answered" and (r.get("iteration") or 0) > max(last, 0)
-                                         for r in self.pool.rounds)
-        pl_due = self.use_sam_loss and t > 0 and (
-            new_labels or any(last < s <= t for s in self.plan.pseudo_label_rounds))
-        if pl_due:
-            self._guarded_pseudo_label_round(t, "after an active round" if new_labels else "schedule", teacher)
-        if labels_added or pl_due:
-            self.save()
-        return labels_added or pl_due
+        if labels_added or any(r["status"] == "answered" and (r.get("iteration") or 0) > max(last, 0)
+                               for r in self.pool.rounds):
+            return "after an active round"
+        if any(last < s <= t for s in self.plan.pseudo_label_rounds):
+            return "schedule"
+        return None
 
-    def _guarded_pseudo_label_round(self, t: int, reason: str, teacher) -> None:
+    def guarded(self, t: int, round_: Callable[[], object]) -> bool:
+        """Run a pseudo-label round; a failure keeps the last Y_f and is retried at the next epoch, three in
+        a row stop the run. True when the round succeeded."""
         try:
-            pseudo_label_round(self, t, reason, teacher)
+            round_()
         except Exception as e:  # the generalist raised, the disk is full, ...: keep the last Y_f
             self.log(f"pseudo-label round at iteration {t} FAILED ({type(e).__name__}: {e}); training goes on with "
                      f"the previous pseudo labels ({self.pl_store.latest_dir or 'none yet'}); the round is retried "
@@ -161,8 +176,14 @@ class Campaign:
             self.pl_failures += 1
             if self.pl_failures >= MAX_FAILED_PSEUDO_LABEL_ROUNDS:
                 raise RuntimeError(f"{self.pl_failures} pseudo-label rounds failed in a row; see the log above") from e
-        else:
-            self.pl_failures = 0
+            return False
+        self.pl_failures = 0
+        return True
+
+    def reload(self) -> None:
+        """Read the pool and the pseudo-label state again (another process, rank 0, wrote them)."""
+        self.pool = LabeledPool.open(self.pool.folder, self.pool.budget, self.pool.training_cases)
+        self.pl_store = PseudoLabelStore(self.folder / "pseudolabels")
 
     # -- active rounds (2.3) ----------------------------------------------------------------------
     def active_round(self, r: int, t: int, student) -> dict:

@@ -51,9 +51,9 @@ def raw_for_prompts(source, case: str, props: dict, shape) -> tuple | None:
     return raw, spacing, geometry.pp_index_maps()
 
 
-def label_cases(campaign, teacher, index: int, partial: Path):
-    """Y_f of every training scan not yet in the round's ``partial`` folder; returns the stats and the
-    first scan's pieces for the round's picture."""
+def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
+    """Y_f of every training scan (or of ``cases``, a share of them) not yet in the round's ``partial``
+    folder; returns the stats and the first scan's pieces for the round's picture."""
     source, settings, store = campaign.source, campaign.settings, campaign.pl_store
     generalist = campaign.generalist()
     sources = campaign.label_sources()
@@ -62,7 +62,8 @@ def label_cases(campaign, teacher, index: int, partial: Path):
     stats = {"dice_yf": [], "dice_teacher": [], "prompted_slices": 0}
     figure_case = None
     recipe = settings.recipe()
-    for case in tqdm(campaign.pool.training_cases, desc=f"pseudo labels, round {index}", disable=False):
+    cases = campaign.pool.training_cases if cases is None else cases
+    for case in tqdm(cases, desc=f"pseudo labels, round {index}", disable=False):
         if case in done:
             continue
         data, seg, _, props = source.load_case(case)
@@ -152,17 +153,29 @@ def fingerprint(module) -> str:
 
 def pseudo_label_round(campaign, t: int, reason: str, teacher) -> dict:
     """Run one round with ``teacher``, commit it, log it and draw it; returns the round's summary."""
-    store: PseudoLabelStore = campaign.pl_store
     teacher_fingerprint = fingerprint(teacher)
-    index, partial = store.begin_round(teacher_fingerprint)
+    index, partial = campaign.pl_store.begin_round(teacher_fingerprint)
     stats, figure_case = label_cases(campaign, teacher, index, partial)
+    return finish_round(campaign, t, reason, index, partial, stats, figure_case, teacher_fingerprint)
+
+
+def merge_stats(parts) -> dict:
+    """The stats of :func:`label_cases` over several shares of the scans."""
+    return {"dice_yf": [d for p in parts for d in p["dice_yf"]],
+            "dice_teacher": [d for p in parts for d in p["dice_teacher"]],
+            "prompted_slices": sum(p["prompted_slices"] for p in parts)}
+
+
+def finish_round(campaign, t: int, reason: str, index: int, partial: Path, stats: dict, figure_case,
+                 teacher_fingerprint: str) -> dict:
+    """The round guard, the commit point, the log line and the picture of a round whose scans are done."""
     summary = {"prompted_slices": stats["prompted_slices"], "teacher_fingerprint": teacher_fingerprint}
     if stats["dice_yf"]:
         summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
         summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))
     summary.update(guard_round(campaign, partial))
     kill_point("before_pseudo_label_commit")
-    final = store.commit_round(index, partial, iteration=t, reason=reason, stats=summary)
+    final = campaign.pl_store.commit_round(index, partial, iteration=t, reason=reason, stats=summary)
     campaign.log(f"pseudo-label round {index} ({reason}) at iteration {t}: {summary}")
     if figure_case is not None:
         round_figure(final, campaign.fusion, *figure_case, summary=summary, log=campaign.log)

@@ -24,7 +24,8 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_fmabs.campaign import (EXIT_AWAITING_EXPERT, AwaitingExpert, Campaign, SlidingWindow,
-                                   generalist_from_settings, make_expert, nnunet_case_source, resume_command)
+                                   generalist_from_settings, make_expert, nnunet_case_source, rank_zero_first,
+                                   resume_command, run_due_distributed)
 from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.losses import (CONSISTENCY_PERTURBATIONS, EMA_ALPHA, NT_DICE_EPS, NT_DICE_GAMMA, UAMT_PASSES,
                                  consistency_loss, ema_update, fmabs_loss, teacher_probabilities,
@@ -136,11 +137,11 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
                                  f"-device {self.device.type} --c")
         expert = make_expert(self.settings, source.has_ignore_label, folder / "queries", command,
                              self.dataset_json["file_ending"], log=log)
-        self.campaign = Campaign.open(
+        self.campaign = rank_zero_first(lambda: Campaign.open(  # under DDP rank 0 creates the run's files
             folder, self.settings, source, active_rounds=self.active_rounds, use_sam_loss=self.use_sam_loss,
             iterations_per_epoch=self.num_iterations_per_epoch, epochs=self.num_epochs, expert=expert,
             predict=SlidingWindow(self), sampler=self.sampler, fusion=self.fusion, log=log, save=self._save_now,
-            generalist_factory=partial(generalist_from_settings, self.settings, self.device, folder, log))
+            generalist_factory=partial(generalist_from_settings, self.settings, self.device, folder, log)))
         self.campaign.pl_failures = self._pl_failures
         log(self.campaign.describe())
         if self.use_sam_loss:
@@ -156,9 +157,9 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
         return self.campaign.pl_store
 
     def _run_due_events(self) -> bool:
-        """Every round due at this epoch's first iteration (the campaign's); True: rebuild the batches."""
+        """The campaign's rounds due at this epoch's start (DDP: campaign.distributed); True: new batches."""
         self.iteration = self.current_epoch * self.num_iterations_per_epoch
-        return self.campaign.run_due(self.iteration, self._student(), self.teacher)
+        return run_due_distributed(self.campaign, self.iteration, self._student(), self.teacher)
 
     def _save_now(self) -> None:
         """Checkpoint at an epoch start so that ``--c`` resumes at this very epoch."""
@@ -254,11 +255,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
         if self.local_rank == 0:
             from nnunet_fmabs.trainers.plots import plot_loss_terms
 
-            try:
-                plot_loss_terms(self.logger.local_logger.my_fantastic_logging, LOSS_TERMS,
-                                self.fmabs_folder / "loss_terms.png")
-            except Exception as e:  # a picture must never stop training
-                self.print_to_log_file(f"could not draw loss_terms.png: {e}")
+            plot_loss_terms(self.logger.local_logger.my_fantastic_logging, LOSS_TERMS,
+                            self.fmabs_folder / "loss_terms.png", log=self.print_to_log_file)
 
     def on_train_end(self):
         self.campaign.active_learning_curve(self.t_max, self._student())

@@ -28,6 +28,10 @@ def loss_terms_figure(logging: dict, keys: Sequence[str]):
     return fig
 
 
-def plot_loss_terms(logging: dict, keys: Sequence[str], path: Path) -> None:
-    with figure_style():
-        save_figure(loss_terms_figure(logging, keys), path, dpi=80)
+def plot_loss_terms(logging: dict, keys: Sequence[str], path: Path, log=print) -> None:
+    """Draw ``loss_terms.png``; a failure is logged, never raised (a picture must never stop training)."""
+    try:
+        with figure_style():
+            save_figure(loss_terms_figure(logging, keys), path, dpi=80)
+    except Exception as e:  # noqa: BLE001
+        log(f"could not draw {Path(path).name}: {e}")
