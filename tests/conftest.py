@@ -40,7 +40,8 @@ SLOW_MODULES = {"test_demo.py", "test_generalist_litemedsam.py", "test_label_vol
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a training through nnU-Net's CLI, a run of real generalist weights or of several processes")
+    config.addinivalue_line("markers", "slow: a training through nnU-Net's CLI, a run of real generalist weights "
+                                       "or of several processes")
 
 
 def pytest_collection_modifyitems(config, items):
