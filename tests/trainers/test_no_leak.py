@@ -1,8 +1,8 @@
 """Invariant 2 (issue 3): nothing of the dense labels reaches training but the expert's slices.
 
 Change the dense labels (and nnU-Net's stored foreground locations) of every scan the expert never
-gave: the training batches stay byte-identical. Change a queried scan's label on its expert plane:
-the batches change (so the comparison can fail).
+gave, and a queried scan's labels off its three planes: the training batches stay byte-identical.
+Change a queried scan's label on its expert plane: the batches change (so the comparison can fail).
 """
 from __future__ import annotations
 
@@ -84,11 +84,23 @@ def test_dense_labels_of_unqueried_scans_never_reach_a_batch(tiny_env, tmp_path,
     assert labeled2 == labeled
     assert tampered_batches == reference
 
-    # positive control: the expert's own plane of a queried scan does reach the batches
+    # the queried scan's dense labels OFF its three planes: not read either
     pool = json.loads((tmp_path / "r2" / DATASET / "FMABSTrainer_RAND_MV__nnUNetPlans__3d_fullres" / "fold_0" /
                        "fmabs" / "pool" / "pool.json").read_text())
     case = labeled[0]
-    s0 = pool["cases"][case]["slices"][0]
+    s0, s1, s2 = pool["cases"][case]["slices"]
+
+    def flip_off_planes(seg):
+        off = np.ones(seg.shape[1:], bool)
+        off[s0], off[:, s1], off[:, :, s2] = False, False, False
+        seg[0][off] = np.where(seg[0][off] >= 0, 1 - np.clip(seg[0][off], 0, 1), seg[0][off])
+        return seg
+
+    _rewrite_seg(data_folder, case, flip_off_planes)
+    off_planes, _ = _batches(tampered, tmp_path / "r2b", monkeypatch)
+    assert off_planes == reference
+
+    # positive control: the expert's own plane of a queried scan does reach the batches
 
     def flip_plane(seg):
         seg[0, s0] = np.where(seg[0, s0] >= 0, 1 - np.clip(seg[0, s0], 0, 1), seg[0, s0])
