@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from nnunet_fmabs import atomic
 from nnunet_fmabs.annotation.experts import EXPERTS, ExpertContext, SimulatedExpert
@@ -23,6 +22,7 @@ from nnunet_fmabs.campaign.plan import CampaignPlan
 from nnunet_fmabs.campaign.pseudo_round import pseudo_label_round
 from nnunet_fmabs.campaign.source import CaseSource
 from nnunet_fmabs.faults import kill_point
+from nnunet_fmabs.progress import progress
 from nnunet_fmabs.pseudolabels.labeler import dice
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 from nnunet_fmabs.samplers import get_sampler, select_cases
@@ -195,7 +195,7 @@ class Campaign:
         scores: dict[str, float] | list[str]
         if getattr(sampler, "needs_probabilities", True):
             scores = {}
-            for case in tqdm(candidates, desc=f"round {r}: scoring with {sampler.name}", disable=False):
+            for case in progress(candidates, f"round {r}: scoring with {sampler.name}", self.log):
                 probs = self.predict(student, self.source.load_case(case)[0])
                 scores[case] = float(sampler.score(probs, t=t, t_max=self.t_max))
         else:

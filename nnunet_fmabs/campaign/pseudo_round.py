@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from nnunet_fmabs.annotation.pool import CrossAnnotation
 from nnunet_fmabs.faults import kill_point
+from nnunet_fmabs.progress import progress
 from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
 from nnunet_fmabs.pseudolabels.labeler import dice, label_volume, label_volume_fine
 from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
@@ -63,7 +63,7 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     figure_case = None
     recipe = settings.recipe()
     cases = campaign.pool.training_cases if cases is None else cases
-    for case in tqdm(cases, desc=f"pseudo labels, round {index}", disable=False):
+    for case in progress(cases, f"pseudo labels, round {index}", campaign.log):
         if case in done:
             continue
         data, seg, _, props = source.load_case(case)
