@@ -136,9 +136,21 @@ def test_every_round_kind_in_order(tmp_path):
     assert any("active round 1: queried" in m for m in logs)
 
 
+def uninterrupted_state(folder) -> dict:
+    """run_state of a run never killed, through the steps of the kill tests (0, 30, 50, 60)."""
+    for t in (0, 30, 50, 60):
+        open_campaign(folder / "fmabs").run_due(t, Net(), Net())
+    return run_state(folder)
+
+
+@pytest.fixture(scope="module")
+def clean_state(tmp_path_factory) -> dict:
+    return uninterrupted_state(tmp_path_factory.mktemp("clean"))
+
+
 @pytest.mark.parametrize("point", ["after_query", "after_answer", "pseudo_label_case",
                                    "before_pseudo_label_commit"])
-def test_a_kill_at_each_point_resumes_to_the_same_state(tmp_path, monkeypatch, point):
+def test_a_kill_at_each_point_resumes_to_the_same_state(tmp_path, monkeypatch, point, clean_state):
     def run(folder, kill=None):
         class Killed(BaseException):
             pass
@@ -164,8 +176,7 @@ def test_a_kill_at_each_point_resumes_to_the_same_state(tmp_path, monkeypatch, p
         return killed
 
     assert run(tmp_path / "killed", kill=point)
-    run(tmp_path / "clean")
-    assert run_state(tmp_path / "killed") == run_state(tmp_path / "clean")
+    assert run_state(tmp_path / "killed") == clean_state
 
 
 def test_failed_pseudo_label_rounds_are_logged_then_stop_the_run(tmp_path):

@@ -61,17 +61,18 @@ def _run_two_ranks(folder: Path, kill: dict | None = None) -> None:
     mp.spawn(_worker, args=(2, str(folder), kill), nprocs=2, join=True)
 
 
-def _single_process(folder: Path) -> dict:
-    from tests.campaign.test_campaign import Net, open_campaign
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory) -> dict:
+    """The state one process reaches through the same steps (tests.campaign.test_campaign)."""
+    from tests.campaign.test_campaign import uninterrupted_state
 
-    for t in STEPS:
-        open_campaign(folder / "fmabs").run_due(t, Net(), Net())
-    return run_state(folder)
+    assert STEPS == (0, 30, 50, 60)
+    return uninterrupted_state(tmp_path_factory.mktemp("single"))
 
 
-def test_two_ranks_make_one_pool_and_one_set_of_pseudo_labels(tmp_path):
+def test_two_ranks_make_one_pool_and_one_set_of_pseudo_labels(tmp_path, single_process):
     _run_two_ranks(tmp_path / "ddp")
-    assert run_state(tmp_path / "ddp") == _single_process(tmp_path / "single")
+    assert run_state(tmp_path / "ddp") == single_process
     shares = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i for i, _ in shares[0]] == [i for i, _ in shares[1]] == [0, 1, 2]  # both ranks in every round
     for (_, mine), (_, theirs) in zip(*shares):  # each labels its half, together all scans, no scan twice
@@ -80,11 +81,11 @@ def test_two_ranks_make_one_pool_and_one_set_of_pseudo_labels(tmp_path):
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_a_kill_of_either_rank_mid_round_resumes_to_the_same_state(tmp_path, rank):
+def test_a_kill_of_either_rank_mid_round_resumes_to_the_same_state(tmp_path, rank, single_process):
     with pytest.raises(mp.ProcessExitedException):
         _run_two_ranks(tmp_path / "ddp", kill={"rank": rank, "point": "pseudo_label_case", "nth": 3})
     state = json.loads((tmp_path / "ddp" / "fmabs" / "pseudolabels" / "state.json").read_text()) \
         if (tmp_path / "ddp" / "fmabs" / "pseudolabels" / "state.json").is_file() else {"rounds": []}
     assert len(state["rounds"]) < 3  # it did die inside the rounds
     _run_two_ranks(tmp_path / "ddp")  # the job started again (nnUNetv2_train ... --c)
-    assert run_state(tmp_path / "ddp") == _single_process(tmp_path / "single")
+    assert run_state(tmp_path / "ddp") == single_process
