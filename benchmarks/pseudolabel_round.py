@@ -62,10 +62,10 @@ def _get_generalist(name: str, dtype: str, device: str):
 
     if name == "box_threshold":  # the tests' plugin, registered here instead of through an entry point
         sys.path.insert(0, str(REPO))
-        from nnunet_fmabs.generalists.registry import _REGISTRY, register_generalist
+        from nnunet_fmabs.generalists.registry import GENERALISTS, register_generalist
         from tests.plugins.box_generalist import BoxThresholdGeneralist
 
-        if name not in _REGISTRY:
+        if name not in GENERALISTS:
             register_generalist(name)(BoxThresholdGeneralist)
     options = {} if dtype == "auto" else {"dtype": dtype}
     return get_generalist(name, device=device, **options)
