@@ -19,7 +19,9 @@ import torch
 from tests.conftest import DATASET
 
 
-def _batches(pp_root: Path, results: Path, monkeypatch, n: int = 4) -> tuple[list[dict], list[str]]:
+def _batches(pp_root: Path, results: Path, monkeypatch, n: int = 4,
+             after_answer=None) -> tuple[list[dict], list[str]]:
+    """``after_answer(trainer)``: called once the expert has answered round 0, before any batch is drawn."""
     monkeypatch.setenv("nnUNet_preprocessed", str(pp_root))
     monkeypatch.setenv("nnUNet_results", str(results))
     from nnunet_fmabs.trainers import FMABSTrainer_RAND_MV
@@ -35,6 +37,8 @@ def _batches(pp_root: Path, results: Path, monkeypatch, n: int = 4) -> tuple[lis
     trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
     trainer._open_campaign()
     trainer._run_due_events()
+    if after_answer is not None:
+        after_answer(trainer)
     train, val = trainer.get_dataloaders()
     np.random.seed(0)
     torch.manual_seed(0)
@@ -84,7 +88,8 @@ def test_dense_labels_of_unqueried_scans_never_reach_a_batch(tiny_env, tmp_path,
     assert labeled2 == labeled
     assert tampered_batches == reference
 
-    # the queried scan's dense labels OFF its three planes: not read either
+    # the queried scan's dense labels OFF its three planes, changed once the expert has answered (the simulated
+    # expert looks at the whole scan to choose its slices, as a person would): not read by training either
     pool = json.loads((tmp_path / "r2" / DATASET / "FMABSTrainer_RAND_MV__nnUNetPlans__3d_fullres" / "fold_0" /
                        "fmabs" / "pool" / "pool.json").read_text())
     case = labeled[0]
@@ -96,9 +101,11 @@ def test_dense_labels_of_unqueried_scans_never_reach_a_batch(tiny_env, tmp_path,
         seg[0][off] = np.where(seg[0][off] >= 0, 1 - np.clip(seg[0][off], 0, 1), seg[0][off])
         return seg
 
-    _rewrite_seg(data_folder, case, flip_off_planes)
-    off_planes, _ = _batches(tampered, tmp_path / "r2b", monkeypatch)
-    assert off_planes == reference
+    flipped = tmp_path / "preprocessed_flipped"
+    shutil.copytree(tampered, flipped)
+    off_planes, labeled3 = _batches(flipped, tmp_path / "r2b", monkeypatch, after_answer=lambda trainer: _rewrite_seg(
+        flipped / DATASET / "nnUNetPlans_3d_fullres", case, flip_off_planes))
+    assert labeled3 == labeled and off_planes == reference
 
     # positive control: the expert's own plane of a queried scan does reach the batches
 
