@@ -5,11 +5,15 @@ which updates the teacher in place.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nnunet_fmabs.schedules import gaussian_rampup, lambda_c, lambda_sam
 
 NT_DICE_GAMMA = 1.5
 """gamma of the noise-tolerant Dice loss (eq. 2)."""
@@ -192,8 +196,6 @@ def teacher_probabilities(teacher: nn.Module, data: Tensor, n: int, autocast=Non
     """softmax(teacher(X + xi_j)), j = 1..n, as ONE batched call on n perturbed copies of the batch
     (nnU-Net's instance norm keeps the samples independent); no gradients. ``autocast``: a context
     manager factory for the forward pass (mixed precision), or None."""
-    import contextlib
-
     with torch.no_grad(), (autocast or contextlib.nullcontext)():
         logits = teacher(perturb(data.repeat(n, *([1] * (data.ndim - 1)))))
     return list(torch.softmax(logits.float(), 1).chunk(n))
@@ -203,10 +205,6 @@ def uncertainty_aware_consistency(student_probs: Tensor, teacher_passes: Sequenc
                                   t_max: int) -> Tensor:
     """UA-MT's L_c (Yu et al. 2019): the MAE to the mean of T noisy teacher passes, only where the entropy of
     that mean is below a threshold that ramps from 0.75 to 1 of log(C) (a Gaussian ramp-up over t_max)."""
-    import math
-
-    from nnunet_fmabs.schedules import gaussian_rampup
-
     mean = torch.stack(list(teacher_passes)).mean(0)
     uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
     threshold = (0.75 + 0.25 * gaussian_rampup(t, t_max)) * math.log(mean.shape[1])
@@ -223,8 +221,6 @@ def fmabs_loss(logits: Tensor, target: Tensor, n_labeled: int, ignore_index: int
     (``ignore_index`` or < 0 where unknown). L_sup^SAM is skipped (weight 0) when no voxel has Y_f;
     ``consistency``: None (no L_c) or a function of the student's probabilities returning L_c.
     """
-    from nnunet_fmabs.schedules import lambda_c, lambda_sam
-
     probs = torch.softmax(logits, 1)
     loss_cross = partial_cross_entropy(logits[:n_labeled], target[:n_labeled, 0], ignore_index)
     loss = loss_cross

@@ -61,6 +61,8 @@ class Registry:
 
     def resolve(self, name: str) -> str:
         """``name`` as registered or declared: exact, else the one name equal ignoring case."""
+        if name in self._classes:  # no entry-point scan for what is registered already
+            return name
         known = self.names()
         if name in known:
             return name

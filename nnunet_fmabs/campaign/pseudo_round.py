@@ -39,8 +39,8 @@ def raw_for_prompts(source, case: str, props: dict, shape) -> tuple | None:
 
     path = source.raw_image(case)
     if path is None:
-        raise FileNotFoundError(f"FMABS_PROMPT_RESOLUTION=raw: no raw image of {case} under nnUNet_raw "
-                                f"({source.cache_prefix[0] if source.cache_prefix else 'the dataset'}/imagesTr)")
+        raise FileNotFoundError(f"FMABS_PROMPT_RESOLUTION=raw: no raw image of {case} in the dataset's imagesTr "
+                                "under nnUNet_raw")
     image = sitk.ReadImage(str(path))
     tf = list(source.transpose_forward)
     spacing = [float(image.GetSpacing()[::-1][a]) for a in tf]
