@@ -87,7 +87,12 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.5",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # SAM 2 / 2.1 and MedSAM2 (2D image mode); sam2's PyPI release is a source package whose build
+        # needs torch: SAM2_BUILD_CUDA=0 pip install --no-build-isolation ... is fastest (README)
+        "sam2": ["sam2>=1.1.0,<1.2", "hydra-core>=1.3.2", "iopath>=0.1.10"],
+    },
     entry_points={
         "console_scripts": ["nnunet-fmabs=nnunet_fmabs.cli:main"],
     },

@@ -115,11 +115,15 @@ def _cmd_doctor(args) -> int:
             failures += 1
             print(f"  NO  {name:30s} {type(e).__name__}: {str(e)[:120]}")
     print("generalists:")
-    from nnunet_fmabs.generalists.weights import weights_table
+    from nnunet_fmabs.generalists.weights import generalist_status
 
-    for r in weights_table():
-        print(f"  {r['name']:12s} weights {'present' if r['present'] else 'missing'}: {r['path']} "
-              f"(licence {r['licence']})")
+    rows = generalist_status()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        weights = "own weights" if r["present"] is None else \
+            f"weights {'present' if r['present'] else 'missing'}: {r['path']} (licence {r['licence']})"
+        code = "" if r["dependencies_ok"] else f"; code missing: pip install {' '.join(dict.fromkeys(r['missing']))}"
+        print(f"  {r['name']:{width}s}  {weights}{code}")
     return 1 if failures else 0
 
 

@@ -28,3 +28,18 @@ def test_weights_lists_every_generalist_with_its_variable():
 def test_status_of_a_folder_without_a_run_is_a_clear_error(tmp_path):
     proc = subprocess.run([EXE, "status", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and str(tmp_path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_doctor_names_what_to_install_for_a_generalist_whose_code_is_missing(monkeypatch, capsys):
+    import importlib.util
+
+    from nnunet_fmabs.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda module, *a: None if module == "sam2" else real(module, *a))
+    main(["doctor"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("  ") and len(line.split()) > 1}
+    assert 'code missing: pip install "nnunet-fmabs[sam2]"' in lines["sam2.1_hiera_tiny"]
+    assert "medsam2" in lines and "code missing" not in lines["litemedsam"]
+    assert "licence Apache-2.0 (SAM 2)" in lines["sam2_hiera_large"]

@@ -14,7 +14,7 @@ from .registry import (DEFAULT_GENERALIST, ENTRY_POINT_GROUP, GENERALISTS, avail
                        load_generalist_plugins,
                        generalist_class, get_generalist, register_generalist)
 from .weights import download_weights, generalist_status, resolve_checkpoint, weights_table
-from . import litemedsam, mobilesam, sam  # noqa: E402,F401  (register the built-in families)
+from . import litemedsam, mobilesam, sam, sam2_family  # noqa: E402,F401  (register the built-in families)
 
 __all__ = [
     "CheckpointError",

@@ -243,13 +243,29 @@ class Generalist(ABC):
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (B, 256, 64, 64) float32 of preprocessed inputs (B, 3, S, S)."""
+        """Image features (:meth:`image_features`), float32, of preprocessed inputs (B, 3, S, S)."""
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
         with heap_kept(self._keeps_heap), self._autocast():
-            embeddings = self.model.image_encoder(batch.to(self.device, memory_format=memory_format))
+            embeddings = self.image_features(batch.to(self.device, memory_format=memory_format))
         self.stats["encoded_slices"] += batch.shape[0]
         self.stats["encoder_batches"] += 1
         return embeddings.float()
+
+    def image_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """What the mask decoder needs of each slice, one tensor row per slice (the unit the cache
+        stores): SAM's image embedding (B, 256, 64, 64). A family with more (SAM 2's high-resolution
+        features) packs them here and unpacks them in :meth:`decode`."""
+        return self.model.image_encoder(batch)
+
+    def decode(self, embeddings: torch.Tensor, boxes: torch.Tensor,
+               points: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for B slices, prompt set i on slice i: low-res logits
+        (B, 1, h, w) and predicted IoU (B,). ``boxes`` (B, 4) and ``points`` ((B, k, 2), (B, k)) are in
+        encoder input coordinates. The prompt encoder runs in fp32 (sin/cos of coordinates)."""
+        prompt_encoder = self.model.prompt_encoder
+        sparse, dense = prompt_encoder(points=points, masks=None, boxes=boxes)
+        with self._autocast():
+            return decode_masks(self.model.mask_decoder, embeddings, prompt_encoder.get_dense_pe(), sparse, dense)
 
     # -- engine -----------------------------------------------------------------------------
     @property
@@ -313,7 +329,7 @@ class Generalist(ABC):
         groups: dict[int, list[int]] = defaultdict(list)
         for j, job in enumerate(chunk):
             groups[len(job.labels)].append(j)
-        prompt_encoder, device = self.model.prompt_encoder, self.device
+        device = self.device
         for count, members in groups.items():
             boxes = np.stack([self.transform_box(chunk[j].box, chunk[j].shape) for j in members])
             points = None
@@ -322,11 +338,8 @@ class Generalist(ABC):
                 labels = np.stack([chunk[j].labels for j in members])
                 points = (torch.as_tensor(coords, dtype=torch.float, device=device),
                           torch.as_tensor(labels, dtype=torch.int, device=device))
-            sparse, dense = prompt_encoder(points=points, masks=None,  # fp32: sin/cos of coordinates
-                                           boxes=torch.as_tensor(boxes, dtype=torch.float, device=device))
-            with self._autocast():
-                low_res, iou = decode_masks(self.model.mask_decoder, embeddings[members],
-                                            prompt_encoder.get_dense_pe(), sparse, dense)
+            low_res, iou = self.decode(embeddings[members], torch.as_tensor(boxes, dtype=torch.float, device=device),
+                                       points)
             low_res, iou = low_res.float(), iou.float()
             for position, j in enumerate(members):
                 logits[j], ious[j] = low_res[position], iou[position]

@@ -80,6 +80,21 @@ WEIGHTS: dict[str, WeightsSpec] = {
             "medsam", "medsam_vit_b.pth", "FMABS_MEDSAM_CHECKPOINT",
             url=MEDSAM_DRIVE_FOLDER, direct_download=False, licence="Apache-2.0 (MedSAM)",
         ),
+        *(  # SAM 2 (07/2024) and SAM 2.1 (09/2024), Hiera tiny/small/base+/large; digests not published
+            WeightsSpec(
+                f"{version}_hiera_{size}", f"{version}_hiera_{size}.pt",
+                f"FMABS_{version.replace('.', '_').upper()}_HIERA_{size.upper()}_CHECKPOINT",
+                url=f"https://dl.fbaipublicfiles.com/segment_anything_2/{release}/{version}_hiera_{size}.pt",
+                hf_repo=f"facebook/{version}-hiera-{size.replace('_', '-')}", licence="Apache-2.0 (SAM 2)",
+            )
+            for version, release in (("sam2", "072824"), ("sam2.1", "092824"))
+            for size in ("tiny", "small", "base_plus", "large")
+        ),
+        WeightsSpec(
+            "medsam2", "MedSAM2_latest.pt", "FMABS_MEDSAM2_CHECKPOINT",
+            url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
+            hf_repo="wanglab/MedSAM2", licence="Apache-2.0 (MedSAM2)",
+        ),
     )
 }
 

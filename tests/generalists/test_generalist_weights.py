@@ -16,7 +16,14 @@ from nnunet_fmabs.generalists.weights import (WEIGHTS, bundled_path, file_sha256
 
 ENV_VARS = {"litemedsam": "FMABS_LITEMEDSAM_CHECKPOINT", "mobilesam": "FMABS_MOBILESAM_CHECKPOINT",
             "sam_vit_b": "FMABS_SAM_VIT_B_CHECKPOINT", "sam_vit_l": "FMABS_SAM_VIT_L_CHECKPOINT",
-            "sam_vit_h": "FMABS_SAM_VIT_H_CHECKPOINT", "medsam": "FMABS_MEDSAM_CHECKPOINT"}
+            "sam_vit_h": "FMABS_SAM_VIT_H_CHECKPOINT", "medsam": "FMABS_MEDSAM_CHECKPOINT",
+            "sam2_hiera_tiny": "FMABS_SAM2_HIERA_TINY_CHECKPOINT", "sam2_hiera_small": "FMABS_SAM2_HIERA_SMALL_CHECKPOINT",
+            "sam2_hiera_base_plus": "FMABS_SAM2_HIERA_BASE_PLUS_CHECKPOINT",
+            "sam2_hiera_large": "FMABS_SAM2_HIERA_LARGE_CHECKPOINT",
+            "sam2.1_hiera_tiny": "FMABS_SAM2_1_HIERA_TINY_CHECKPOINT",
+            "sam2.1_hiera_small": "FMABS_SAM2_1_HIERA_SMALL_CHECKPOINT",
+            "sam2.1_hiera_base_plus": "FMABS_SAM2_1_HIERA_BASE_PLUS_CHECKPOINT",
+            "sam2.1_hiera_large": "FMABS_SAM2_1_HIERA_LARGE_CHECKPOINT", "medsam2": "FMABS_MEDSAM2_CHECKPOINT"}
 
 
 @pytest.fixture(autouse=True)
