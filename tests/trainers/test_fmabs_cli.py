@@ -77,13 +77,16 @@ def test_her_run_labels_rounds_and_pseudo_labels(uninterrupted_her):
     assert np.array_equal(y[s0], plane0)
 
 
-@pytest.mark.parametrize("kill_at", ["after_answer:2", "after_query:3", "pseudo_label_case:2",
-                                     "checkpoint_write:3"])
-def test_killed_run_resumes_to_the_same_state(uninterrupted_her, tmp_path, kill_at):
+@pytest.mark.parametrize("kills", [("after_query:3", "mid_epoch:1"), ("after_answer:2", "before_pseudo_label_commit:1"),
+                                   ("pseudo_label_case:2", "checkpoint_write:1")])
+def test_killed_run_resumes_to_the_same_state(uninterrupted_her, tmp_path, kills):
+    """Killed at one point, resumed and killed again at another, then resumed to the end (two kill points
+    per run keep the number of nnU-Net processes down): the same state, teacher and student weights."""
     run = {**uninterrupted_her["run"], "env": {**uninterrupted_her["run"]["env"],
                                                 "nnUNet_results": str(tmp_path / "results")}}
-    killed = train(run, HER, env={"FMABS_CRASH_AT": kill_at}, check=False)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    for i, kill_at in enumerate(kills):
+        killed = train(run, HER, *(["--c"] if i else []), env={"FMABS_CRASH_AT": kill_at}, check=False)
+        assert killed.returncode == -9, (kill_at, killed.stderr[-3000:])
     train(run, HER, "--c")
     folder = fold_dir(run, HER)
     assert (folder / "checkpoint_final.pth").is_file()

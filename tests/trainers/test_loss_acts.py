@@ -160,16 +160,21 @@ def test_pretrained_weights_reach_the_teacher(trainer, tmp_path):
         trainer._finish_streams()
 
 
-def test_checkpoint_holds_nnunets_own_keys_and_ours(trainer, monkeypatch):
+def test_checkpoint_holds_nnunets_own_keys_and_ours(trainer, monkeypatch, tmp_path):
     """Our atomic checkpoint writes exactly nnU-Net's keys (read back by its load_checkpoint and predictor)
     plus one "fmabs" entry: teacher, settings, trainer, failed-round counter, random streams."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    written = []
+    written, real_save = [], torch.save
     monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: written.append(obj))
     nnUNetTrainer.save_checkpoint(trainer, "unused.pth")  # nnU-Net's own method on our trainer
     ours = trainer._checkpoint_dict()
     assert set(ours) - {"fmabs"} == set(written[0])
     assert set(ours["fmabs"]) == {"teacher", "settings", "trainer", "pl_failures", "rng"}
     trainer._pl_failures = 2
-    assert trainer._checkpoint_dict()["fmabs"]["pl_failures"] == 2
+    checkpoint = trainer._checkpoint_dict()
+    assert checkpoint["fmabs"]["pl_failures"] == 2
+    real_save(checkpoint, tmp_path / "checkpoint.pth")
+    trainer._pl_failures = 0
+    trainer.load_checkpoint(str(tmp_path / "checkpoint.pth"))  # the failed-round counter survives a resume
+    assert trainer._pl_failures == 2
