@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,18 +50,13 @@ ALL_TRAINERS = ("nnUNetTrainer", "nnUNetTrainer_2B", "SupCrossTrainer", "MeanTea
 
 def prepare(workdir: Path, shape, n_train: int, patch, base_features, batch) -> tuple[str, dict]:
     """Phantom -> nnU-Net plan + preprocess (stock CLI); optional derived plans. Returns (plans name, plans)."""
-    from nnunet_fmabs.data.phantom import make_phantom
+    from nnunet_fmabs.workspace import NnUNetWorkspace
 
-    raw, pp = workdir / "raw", workdir / "preprocessed"
-    for d in (raw, pp, workdir / "results"):
-        d.mkdir(parents=True, exist_ok=True)
-    folder = pp / DATASET
+    workspace = NnUNetWorkspace(workdir, folder_names=("raw", "preprocessed", "results")).create()
+    folder = workspace.preprocessed / DATASET
     if not (folder / "nnUNetPlans.json").is_file():
-        make_phantom(raw, dataset_id=DATASET_ID, name="OverheadPhantom", n_train=n_train, n_test=0,
-                     shape=tuple(shape), seed=0, progress=False)
-        env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
-        subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
-                        "-c", "3d_fullres", "-np", "1"], env=env, check=True, stdout=subprocess.DEVNULL)
+        workspace.make_phantom(DATASET_ID, name="OverheadPhantom", n_train=n_train, n_test=0, shape=tuple(shape), seed=0)
+        workspace.plan(DATASET_ID)
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     if patch is None and base_features is None and batch is None:
         return "nnUNetPlans", plans

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tqdm import tqdm
+
+from nnunet_fmabs.workspace import NnUNetWorkspace
 
 FMABS = "FMABSTrainer_HER_MV"
 SUPCROSS = "SupCrossTrainer"
@@ -150,45 +151,21 @@ class _Demo:
         self.setting = setting
         self.device = device
         self.seed = seed
-        self.raw = workdir / "nnUNet_raw"
-        self.preprocessed = workdir / "nnUNet_preprocessed"
-        self.results = workdir / "nnUNet_results"
+        self.workspace = NnUNetWorkspace(workdir, device=device)
+        self.raw, self.results = self.workspace.raw, self.workspace.results
         self.predictions = workdir / "predictions"
         self.logs = workdir / "logs"
-        self.bin = Path(sys.executable).parent
         self.timings: dict[str, float] = {}
 
     # -- environment of the nnU-Net subprocesses -------------------------------------------------
-    def base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FMABS_")}
-        env.update({"nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-                    "nnUNet_results": str(self.results), "PYTHONUNBUFFERED": "1"})
-        if self.device == "cpu":
-            # on a few CPU cores augmentation in worker processes only competes with the network
-            env["nnUNet_n_proc_DA"] = "0"
-            env["nnUNet_compile"] = "0"
-        return env
-
     def train_env(self) -> dict[str, str]:
-        env = {**self.base_env(), **self.setting.env(self.seed)}
+        env = self.workspace.env(**self.setting.env(self.seed))
         if env.get("FMABS_GENERALIST") == SMOKE_GENERALIST:
             plugins = _declare_smoke_plugin(self.workdir / "plugins")
             env["PYTHONPATH"] = os.pathsep.join([str(plugins)] + [p for p in [env.get("PYTHONPATH")] if p])
         return env
 
-    def plan_env(self) -> dict[str, str]:
-        env = self.base_env()
-        env.pop("nnUNet_n_proc_DA", None)  # nnU-Net's planner needs at least one worker
-        return env
-
-    def exe(self, name: str) -> str:
-        local = self.bin / name
-        if local.exists():
-            return str(local)
-        found = shutil.which(name)
-        if not found:
-            raise FileNotFoundError(f"{name} not found beside {sys.executable} nor on PATH: is nnunetv2 installed?")
-        return found
+    exe = staticmethod(NnUNetWorkspace.exe)
 
     # -- steps --------------------------------------------------------------------------------------
     def steps(self) -> list[tuple[str, Callable[["_Step"], None]]]:
@@ -201,7 +178,8 @@ class _Demo:
         ]
 
     def run(self, started: float) -> int:
-        for d in (self.raw, self.preprocessed, self.results, self.predictions, self.logs):
+        self.workspace.create()
+        for d in (self.predictions, self.logs):
             d.mkdir(parents=True, exist_ok=True)
         steps = self.steps()
         self.metrics: dict[str, dict] = {}
@@ -245,10 +223,10 @@ class _Demo:
     def plan(self, step: "_Step") -> None:
         n = str(max(1, min(4, os.cpu_count() or 1)))  # nnU-Net's default of 8 fingerprint workers swamps a laptop
         step.run([self.exe("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIGURATION,
-                  "-np", n, "-npfp", n], self.plan_env(), self.logs / "plan_and_preprocess.log")
+                  "-np", n, "-npfp", n], self.workspace.plan_env(), self.logs / "plan_and_preprocess.log")
 
     def fold_dir(self, trainer: str) -> Path:
-        return self.results / DATASET / f"{trainer}__nnUNetPlans__{CONFIGURATION}" / f"fold_{FOLD}"
+        return self.workspace.fold_dir(DATASET, trainer, FOLD, CONFIGURATION)
 
     def train(self, step: "_Step", trainer: str) -> None:
         step.run([self.exe("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from nnunet_fmabs.workspace import NnUNetWorkspace, run_command
+
+REPO = Path(__file__).resolve().parents[1]
 DATASET_ID = 991
 DATASET = "Dataset991_FMABSPhantom"
 
@@ -51,34 +52,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 def run_cli(args: list[str], env: dict, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    exe = args[0] if os.path.isabs(args[0]) else str(BIN / args[0])
-    proc = subprocess.run([exe, *args[1:]], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
-                             f"\n--- stderr\n{proc.stderr[-6000:]}")
-    return proc
+    """A command (nnU-Net's or ours) in ``env``; a failure raises with the end of its output."""
+    return run_command(args, env, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="session")
 def phantom_nnunet(tmp_path_factory) -> dict:
     """nnU-Net raw + preprocessed phantom (6 training scans, 2 test scans, 32^3 voxels)."""
     root = tmp_path_factory.mktemp("nnunet")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FMABS_")}
-    env.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
-                "nnUNet_results": str(root / "results")})
-    env.update(TINY)
-    for k in ("raw", "preprocessed", "results"):
-        (root / k).mkdir()
-    from nnunet_fmabs.data.phantom import make_phantom
-
-    make_phantom(root / "raw", dataset_id=DATASET_ID, n_train=6, n_test=2, shape=(32, 32, 32), seed=3,
-                 progress=False)
-    plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the planner needs >= 1 thread
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1"], plan_env)
-    return {"root": root, "env": env, "dataset": DATASET, "id": str(DATASET_ID)}
-
-
-REPO = Path(__file__).resolve().parents[1]
+    workspace = NnUNetWorkspace(root, folder_names=("raw", "preprocessed", "results")).create()
+    workspace.make_phantom(DATASET_ID, n_train=6, n_test=2, shape=(32, 32, 32), seed=3)
+    workspace.plan(DATASET_ID, **TINY)
+    return {"root": root, "env": workspace.env(**TINY), "dataset": DATASET, "id": str(DATASET_ID),
+            "workspace": workspace}
 
 
 @pytest.fixture(scope="session")

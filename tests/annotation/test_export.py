@@ -11,7 +11,8 @@ import SimpleITK as sitk
 
 from nnunet_fmabs.annotation.export import ExportError, export_pool, ignore_label_value
 from nnunet_fmabs.annotation.pool import CrossAnnotation, LabeledPool
-from tests.conftest import DATASET, run_cli
+from nnunet_fmabs.workspace import NnUNetWorkspace
+from tests.conftest import DATASET, TINY, run_cli
 
 TRAINER_DIR = "FMABSTrainer_RAND_MV__nnUNetPlans__3d_fullres"
 
@@ -92,10 +93,9 @@ def test_exported_pool_trains_with_stock_nnunet(run_with_pool, phantom_nnunet, t
     proc = run_cli(["nnunet-fmabs", "export-pool", str(run_with_pool["run_dir"]), str(raw / "Dataset504_Pool")],
                    phantom_nnunet["env"])
     assert "2 labeled scans" in proc.stdout and "nnUNetv2_train 504 3d_fullres all" in proc.stdout
-    env = {**phantom_nnunet["env"], "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(tmp_path / "pp"),
-           "nnUNet_results": str(tmp_path / "res")}
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", "504", "-c", "3d_fullres", "-np", "1"],
-            {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"})
+    workspace = NnUNetWorkspace(tmp_path, folder_names=("raw", "pp", "res")).create()
+    workspace.plan(504, **TINY)
+    env = workspace.env(**TINY)
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_compile"):
         monkeypatch.setenv(k, env[k])
     import torch

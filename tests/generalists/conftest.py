@@ -96,3 +96,20 @@ def random_checkpoints(tmp_path_factory):
     classes = {"litemedsam": LiteMedSAM, "mobilesam": MobileSAM, "sam": TinySam, "medsam": TinyMedSAM}
     return {name: (cls, save_random_weights(cls, folder / f"{name}.pth", seed=i))
             for i, (name, cls) in enumerate(classes.items())}
+
+
+THREE_SHAPES = [(112, 112), (112, 80), (150, 200)]
+
+
+@pytest.fixture(scope="session")
+def three_slices():
+    """Three slices of different sizes with a bright rectangle, a box around it, two points in it, one negative."""
+    rng = np.random.default_rng(3)
+    slices = [rng.normal(100, 30, size=shape).astype(np.float32) for shape in THREE_SHAPES]
+    for image in slices:  # a bright object for the prompts to point at
+        h, w = image.shape
+        image[h // 4: 3 * h // 4, w // 3: 2 * w // 3] += 120
+    boxes = np.array([[w // 3 - 2, h // 4 - 2, 2 * w // 3 + 2, 3 * h // 4 + 2] for h, w in THREE_SHAPES], dtype=float)
+    points = [np.array([[w // 2, h // 2], [w // 2 + 3, h // 2 - 4]], dtype=float) for h, w in THREE_SHAPES]
+    negatives = [np.array([[2.0, 2.0]]) for _ in THREE_SHAPES]
+    return slices, boxes, points, negatives

@@ -10,20 +10,7 @@ import torch.nn.functional as F
 from nnunet_fmabs.generalists.slices import slice_to_uint8
 from nnunet_fmabs.generalists.weights import WEIGHTS
 
-SHAPES = [(112, 112), (112, 80), (150, 200)]
-
-
-@pytest.fixture(scope="module")
-def three_slices():
-    rng = np.random.default_rng(3)
-    slices = [rng.normal(100, 30, size=shape).astype(np.float32) for shape in SHAPES]
-    for image in slices:  # a bright object for the prompts to point at
-        h, w = image.shape
-        image[h // 4: 3 * h // 4, w // 3: 2 * w // 3] += 120
-    boxes = np.array([[w // 3 - 2, h // 4 - 2, 2 * w // 3 + 2, 3 * h // 4 + 2] for h, w in SHAPES], dtype=float)
-    points = [np.array([[w // 2, h // 2], [w // 2 + 3, h // 2 - 4]], dtype=float) for h, w in SHAPES]
-    negatives = [np.array([[2.0, 2.0]]) for _ in SHAPES]
-    return slices, boxes, points, negatives
+from .conftest import THREE_SHAPES as SHAPES
 
 
 @pytest.fixture(scope="module")

@@ -30,20 +30,7 @@ def test_without_the_extra_the_error_names_the_install_command(name, monkeypatch
         get_generalist(name, checkpoint=checkpoint)
 
 
-SHAPES = [(112, 112), (112, 80), (150, 200)]
-
-
-@pytest.fixture(scope="module")
-def slices_and_prompts():
-    rng = np.random.default_rng(5)
-    slices = [rng.normal(100, 30, size=shape).astype(np.float32) for shape in SHAPES]
-    for image in slices:
-        h, w = image.shape
-        image[h // 4: 3 * h // 4, w // 3: 2 * w // 3] += 120
-    boxes = np.array([[w // 3 - 2, h // 4 - 2, 2 * w // 3 + 2, 3 * h // 4 + 2] for h, w in SHAPES], dtype=float)
-    points = [np.array([[w // 2, h // 2], [w // 2 + 3, h // 2 - 4]], dtype=float) for h, w in SHAPES]
-    negatives = [np.array([[2.0, 2.0]]) for _ in SHAPES]
-    return slices, boxes, points, negatives
+from .conftest import THREE_SHAPES as SHAPES  # noqa: E402
 
 
 def _random_checkpoint(cls, path, seed):
@@ -59,13 +46,13 @@ def _random_checkpoint(cls, path, seed):
 
 
 @needs_sam2
-def test_sam2_matches_sam2_image_predictor(tmp_path, slices_and_prompts):
+def test_sam2_matches_sam2_image_predictor(tmp_path, three_slices):
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     cls = generalist_class("sam2.1_hiera_tiny")
     path = _random_checkpoint(cls, tmp_path / "sam2.1_hiera_tiny.pt", seed=0)
-    slices, boxes, points, negatives = slices_and_prompts
+    slices, boxes, points, negatives = three_slices
     generalist = cls(checkpoint=path, dtype="fp32", batch_size=3)
     masks, scores = generalist.predict(slices, boxes, points, negatives)
     assert [m.shape for m in masks] == SHAPES and all(m.dtype == np.bool_ for m in masks)
@@ -83,12 +70,12 @@ def test_sam2_matches_sam2_image_predictor(tmp_path, slices_and_prompts):
 
 
 @needs_sam2
-def test_sam2_embeddings_from_the_cache_give_the_same_masks(tmp_path, slices_and_prompts):
+def test_sam2_embeddings_from_the_cache_give_the_same_masks(tmp_path, three_slices):
     from nnunet_fmabs.generalists import EmbeddingCache
 
     cls = generalist_class("sam2.1_hiera_tiny")
     path = _random_checkpoint(cls, tmp_path / "w.pt", seed=1)
-    slices, boxes, points, negatives = slices_and_prompts
+    slices, boxes, points, negatives = three_slices
     cache = EmbeddingCache(tmp_path / "cache")
     first = cls(checkpoint=path, dtype="fp32", cache=cache).predict(slices, boxes, points, negatives)
     again = cls(checkpoint=path, dtype="fp32", cache=cache)
@@ -99,7 +86,7 @@ def test_sam2_embeddings_from_the_cache_give_the_same_masks(tmp_path, slices_and
 
 
 @needs_sam2
-def test_medsam2_matches_its_512_px_recipe(tmp_path, slices_and_prompts):
+def test_medsam2_matches_its_512_px_recipe(tmp_path, three_slices):
     """MedSAM2's recipe: PIL bilinear 512 x 512 of the 8-bit RGB slice, / 255, ImageNet mean/std; the SAM 2
     image path at 512 px (features 128, 64, 32); box only, normalised by the slice size; logits > 0."""
     from PIL import Image
@@ -108,7 +95,7 @@ def test_medsam2_matches_its_512_px_recipe(tmp_path, slices_and_prompts):
 
     cls = generalist_class("medsam2")
     path = _random_checkpoint(cls, tmp_path / "MedSAM2_latest.pt", seed=2)
-    slices, boxes, points, _ = slices_and_prompts
+    slices, boxes, points, _ = three_slices
     generalist = cls(checkpoint=path, dtype="fp32")
     masks, scores = generalist.predict(slices, boxes, points)  # points are given and not used
     model = build_sam2(cls.config, str(path), device="cpu", hydra_overrides_extra=list(cls.overrides))

@@ -12,7 +12,8 @@ import shutil
 import numpy as np
 import SimpleITK as sitk
 
-from tests.conftest import run_cli
+from nnunet_fmabs.workspace import NnUNetWorkspace
+from tests.conftest import TINY, run_cli
 
 DATASET_ID = "993"
 NAME = "Dataset993_BarelyLabeled"
@@ -43,11 +44,9 @@ def test_dataset_with_ignore_label_trains_on_its_own_slices(phantom_nnunet, plug
         out.CopyInformation(img)
         sitk.WriteImage(out, str(path))
 
-    env = dict(phantom_nnunet["env"])
-    env.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(tmp_path / "pp"), nnUNet_results=str(tmp_path / "res"),
-               FMABS_BUDGET="2", PYTHONPATH=os.pathsep.join([str(plugin_path), os.getcwd()]))
-    plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "1"], plan_env)
+    workspace = NnUNetWorkspace(tmp_path, folder_names=("raw", "pp", "res")).create()
+    workspace.plan(int(DATASET_ID), **TINY)
+    env = workspace.env(**{**TINY, "FMABS_BUDGET": "2"}, PYTHONPATH=os.pathsep.join([str(plugin_path), os.getcwd()]))
     run_cli(["nnUNetv2_train", DATASET_ID, "3d_fullres", "0", "-tr", "SupCrossTrainer", "-device", "cpu"], env)
 
     fold = tmp_path / "res" / NAME / "SupCrossTrainer__nnUNetPlans__3d_fullres" / "fold_0"

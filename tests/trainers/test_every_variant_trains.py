@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from nnunet_fmabs.trainers import variants
-from tests.conftest import DATASET
 
 # t_max = 2: active rounds of 1 scan at t = 0 and 1 (budget 2); one pseudo-label round at t = 1
 TINY_RUN = {"FMABS_EPOCHS": "2", "FMABS_ITERATIONS_PER_EPOCH": "1", "FMABS_BUDGET": "2", "FMABS_K": "1",
@@ -39,16 +38,13 @@ def test_every_variant_is_a_combination_of_trained_switches():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINED)
-def test_variant_trains_and_does_what_its_name_says(name, phantom_nnunet, plugin_path, monkeypatch, tmp_path):
+def test_variant_trains_and_does_what_its_name_says(name, trainer_inputs, phantom_nnunet, plugin_path, monkeypatch):
     for k, v in {**phantom_nnunet["env"], **TINY_RUN}.items():
-        if k.startswith(("FMABS_", "nnUNet_")):
+        if k.startswith("FMABS_"):
             monkeypatch.setenv(k, v)
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
     monkeypatch.syspath_prepend(str(plugin_path))  # the box_threshold entry point
-    folder = Path(phantom_nnunet["env"]["nnUNet_preprocessed"]) / DATASET
-    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    plans, dataset_json = trainer_inputs
     plans["continue_training"] = False  # set by nnU-Net's run_training
-    dataset_json = json.loads((folder / "dataset.json").read_text())
     torch.manual_seed(0)
     cls = getattr(variants, name)
     trainer = cls(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
