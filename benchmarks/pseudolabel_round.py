@@ -102,22 +102,29 @@ def child(args) -> int:
     images = sorted((Path(args.data) / "imagesTr").glob("*_0000.nii.gz"))[: args.child]
     if len(images) < args.child:
         raise SystemExit(f"only {len(images)} scans in {args.data}")
-    t0, c0 = time.perf_counter(), time.process_time()
-    prompted, dices, per_scan_peak = 0, [], []
-    for i, path in enumerate(images):
-        case = path.name[: -len("_0000.nii.gz")]
-        itk_image = sitk.ReadImage(str(path))
-        image = sitk.GetArrayFromImage(itk_image).astype(np.float32)
-        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(path.parent.parent / "labelsTr" / f"{case}.nii.gz"))) > 0
-        rng = np.random.default_rng([args.seed, i])
-        labels = label_volume(image, teacher_from_truth(gt), generalist, rng, fusion="MV",
-                              spacing=itk_image.GetSpacing()[::-1], cache_key=("pseudolabel_round_benchmark", case))
-        np.savez_compressed(work / f"{case}.npz", y=labels.fused.astype(np.uint8))
-        prompted += labels.n_prompted_slices
-        dices.append(dice(labels.fused, gt))
-        per_scan_peak.append(_peak_mb())
-    round_s = time.perf_counter() - t0
-    cpu_s = time.process_time() - c0
+    def one_round():
+        t0, c0 = time.perf_counter(), time.process_time()
+        prompted, dices, per_scan_peak = 0, [], []
+        for i, path in enumerate(images):
+            case = path.name[: -len("_0000.nii.gz")]
+            itk_image = sitk.ReadImage(str(path))
+            image = sitk.GetArrayFromImage(itk_image).astype(np.float32)
+            gt = sitk.GetArrayFromImage(sitk.ReadImage(str(path.parent.parent / "labelsTr" / f"{case}.nii.gz"))) > 0
+            rng = np.random.default_rng([args.seed, i])
+            labels = label_volume(image, teacher_from_truth(gt), generalist, rng, fusion="MV",
+                                  spacing=itk_image.GetSpacing()[::-1],
+                                  cache_key=("pseudolabel_round_benchmark", case))
+            np.savez_compressed(work / f"{case}.npz", y=labels.fused.astype(np.uint8))
+            prompted += labels.n_prompted_slices
+            dices.append(dice(labels.fused, gt))
+            per_scan_peak.append(_peak_mb())
+        return time.perf_counter() - t0, time.process_time() - c0, prompted, dices, per_scan_peak
+
+    round_s, cpu_s, prompted, dices, per_scan_peak = one_round()  # cold: every slice encoded (cache empty)
+    warm = None
+    if args.warm:  # the same prompts again: every embedding from the cache, only the decoder runs
+        warm_s, _, warm_prompted, _, _ = one_round()
+        warm = {"warm_round_s": warm_s, "warm_slices_per_s": warm_prompted / max(warm_s, 1e-9)}
     out = {
         "n": args.child, "generalist": args.generalist, "dtype": str(getattr(generalist, "dtype", "n/a")),
         "cache": args.cache, "load_s": load_s, "round_s": round_s, "s_per_scan": round_s / args.child,
@@ -125,7 +132,7 @@ def child(args) -> int:
         "cpu_s_per_slice": cpu_s / max(prompted, 1),
         "rss_start_mb": rss_start, "rss_after_load_mb": rss_loaded, "peak_rss_mb": _peak_mb(),
         "peak_after_first_scan_mb": per_scan_peak[0], "mean_dice_yf": float(np.mean(dices)),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "slices_per_s": prompted / max(round_s, 1e-9), **(warm or {}),
     }
     import shutil
 
@@ -146,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--warm", action="store_true", help="run each round twice: cold (cache empty), then warm "
+                   "(every embedding from the cache); slices/s of both")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -163,7 +172,7 @@ def main(argv=None) -> int:
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--child", str(n), "--data", str(data), "--generalist", args.generalist,
                    "--dtype", args.dtype, "--device", args.device, "--cache", args.cache, "--threads",
-                   str(args.threads), "--seed", str(args.seed)]
+                   str(args.threads), "--seed", str(args.seed), *(["--warm"] if args.warm else [])]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -175,7 +184,9 @@ def main(argv=None) -> int:
                   f"{r['prompted_slices']} slices, {1000 * r['s_per_slice']:.0f} ms/slice, "
                   f"{1000 * r['cpu_s_per_slice']:.0f} ms CPU/slice); RSS after load "
                   f"{r['rss_after_load_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB (after scan 1: "
-                  f"{r['peak_after_first_scan_mb']:.0f} MB); Dice(Y_f, GT) {r['mean_dice_yf']:.3f}", flush=True)
+                  f"{r['peak_after_first_scan_mb']:.0f} MB); Dice(Y_f, GT) {r['mean_dice_yf']:.3f}; "
+                  f"{r['slices_per_s']:.0f} slices/s cold" +
+                  (f", {r['warm_slices_per_s']:.0f} warm" if "warm_slices_per_s" in r else ""), flush=True)
     peaks = [r["peak_rss_mb"] for r in rows]
     load = os.getloadavg()
     print(f"peak RSS from N = {rows[0]['n']} to N = {rows[-1]['n']}: {peaks[0]:.0f} -> {peaks[-1]:.0f} MB "
