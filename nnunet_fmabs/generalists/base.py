@@ -181,7 +181,12 @@ class Generalist(ABC):
 
     @abstractmethod
     def postprocess(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        """Low-res logits (1, 1, 256, 256) -> boolean mask (H, W) at the slice's size."""
+        """Low-res logits (n, 1, h, w) of n slices of one shape -> boolean masks (n, H, W) at that shape,
+        on the model's device (one resize call and one copy to the host per shape and decoder batch)."""
+
+    def preprocess_batch(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Encoder inputs (n, 3, S, S) of n uint8 slices, on the CPU; a family may batch it on the device."""
+        return torch.stack([self.preprocess(image) for image in images])
 
     # -- public API -----------------------------------------------------------------------
     def set_cache(self, cache: EmbeddingCache | None) -> None:
@@ -224,9 +229,14 @@ class Generalist(ABC):
             for chunk in batched(jobs, self.decode_batch_size):
                 embeddings = self._embeddings(chunk, [cache_keys[job.index] for job in chunk])
                 logits, iou = self._decode(embeddings, chunk)
-                for job, logit, score in zip(chunk, logits, iou):
-                    masks[job.index] = self.postprocess(logit[None], job.shape).cpu().numpy()
-                    scores[job.index] = float(score)
+                by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+                for position, job in enumerate(chunk):
+                    by_shape[job.shape].append(position)
+                for shape, positions in by_shape.items():  # a view's slices share their shape: one group
+                    group = self.postprocess(logits[positions], shape).cpu().numpy()
+                    for position, mask in zip(positions, group):
+                        masks[chunk[position].index] = mask
+                scores[[job.index for job in chunk]] = iou.cpu().numpy()
         return masks, scores
 
     def embedding_key(self, pixels: str, caller_key: Any = None) -> str:
@@ -312,7 +322,9 @@ class Generalist(ABC):
             else:
                 missing[key] = job
         for batch in batched(list(missing.items()), self.batch_size):
-            inputs = torch.stack([self.preprocess(job.image) for _, job in batch])
+            inputs = self.preprocess_batch([job.image for _, job in batch])
+            if self.device.type == "cuda" and inputs.device.type == "cpu":  # copy while the GPU works
+                inputs = inputs.pin_memory().to(self.device, non_blocking=True)
             embeddings = self.encode(inputs)
             if cache:  # decode from what is stored, so that later rounds give the same masks
                 embeddings = embeddings.half()

@@ -63,7 +63,7 @@ class SegmentAnythingFamily(Generalist):
 
     def postprocess(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         masks = self.model.postprocess_masks(logits, self.resized_shape(shape), shape)
-        return masks[0, 0] > self.model.mask_threshold
+        return masks[:, 0] > self.model.mask_threshold
 
 
 @register_generalist("sam_vit_b")
@@ -112,4 +112,4 @@ class MedSAM(SamViTB):
 
     def postprocess(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         probabilities = F.interpolate(torch.sigmoid(logits), size=shape, mode="bilinear", align_corners=False)
-        return probabilities[0, 0] > 0.5
+        return probabilities[:, 0] > 0.5

@@ -71,7 +71,7 @@ class SAM2Family(Generalist):
         return self._transforms(np.repeat(image[:, :, None], 3, axis=2))
 
     def postprocess(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(logits.float(), shape, mode="bilinear", align_corners=False)[0, 0] > 0.0
+        return F.interpolate(logits.float(), shape, mode="bilinear", align_corners=False)[:, 0] > 0.0
 
     # -- encoder and decoder ---------------------------------------------------------------------
     def _levels(self) -> list[tuple[int, int, int]]:

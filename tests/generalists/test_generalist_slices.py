@@ -76,3 +76,24 @@ def test_resized_shape_longest_side():
     assert resized_shape_longest((112, 80)) == (256, 183)
     assert resized_shape_longest((512, 300)) == (256, 150)
     assert resized_shape_longest((256, 256)) == (256, 256)
+
+
+@pytest.mark.parametrize("shape", [(112, 80), (512, 256), (300, 260), (40, 60)])
+def test_batched_device_preprocessing_matches_the_numpy_path(shape):
+    """The GPU path (one batch of tensor operations) run on the CPU: the encoder inputs of the NumPy path,
+    but for a gray level (1/255 after min-max) on at most 0.5 % of the pixels where float32 sums round
+    differently."""
+    import torch
+
+    from nnunet_fmabs.generalists.litemedsam import litemedsam_input, litemedsam_input_batch
+
+    rng = np.random.default_rng(sum(shape))
+    images = [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(3)]
+    images[1][:] = 7  # a flat slice: min-max of a constant is 0, as in the NumPy path
+    images[1][0, 0] = 200
+    batch = litemedsam_input_batch(images, torch.device("cpu"))
+    single = torch.stack([litemedsam_input(image) for image in images])
+    assert batch.shape == single.shape == (3, 3, 256, 256) and batch.dtype == torch.float32
+    difference = (batch - single).abs()
+    assert difference.max() <= 1 / 255 + 1e-6
+    assert (difference > 1e-6).float().mean() <= 0.005
