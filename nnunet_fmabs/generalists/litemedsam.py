@@ -114,6 +114,7 @@ class LiteMedSAM(Generalist):
     #: masks against fp32 on phantom slices: CPU bf16 Dice >= 0.997 (the project's AMD VM, AVX512-BF16;
     #: tested); H200 fp16 min 0.998 / mean 0.9998, bf16 min 0.996 (48 slices; encoder 447 vs 264 slices/s)
     measured_dtypes = {"cpu": torch.bfloat16, "cuda": torch.float16}
+    batch_preprocessing_devices: tuple[str, ...] = ("cuda",)  # where litemedsam_input_batch runs
 
     @classmethod
     def build(cls) -> nn.Module:
@@ -132,7 +133,7 @@ class LiteMedSAM(Generalist):
     def preprocess_batch(self, images: list[np.ndarray]) -> torch.Tensor:
         """On a GPU: resized and normalised there, one batch per slice shape; on the CPU, slice by slice with
         NumPy (the path checked against the upstream recipe)."""
-        if self.device.type != "cuda":
+        if self.device.type not in self.batch_preprocessing_devices:
             return super().preprocess_batch(images)
         out = torch.empty((len(images), 3, SIZE, SIZE), device=self.device)
         by_shape: dict[tuple[int, int], list[int]] = {}
