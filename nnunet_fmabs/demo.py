@@ -85,7 +85,9 @@ SETTINGS: dict[str, DemoSetting] = {
                # the slice, and Y_f drops from 0.93 to 0.82 Dice even with a perfect teacher (measured):
                # at most 3 px of the phantom's 1.25 mm
                "FMABS_BOX_GROWTH_MM": "3.75",
-               "FMABS_GENERALIST_DTYPE": "bf16", "FMABS_TTA": "0"},
+               # auto: bf16 where the CPU has it natively (the measured default), else fp32; emulated bf16 on
+               # an AVX2-only CPU made the demo take 14.1 min instead of ~10 (seed 2, 2026-12-01)
+               "FMABS_GENERALIST_DTYPE": "auto", "FMABS_TTA": "0"},
     ),
     # the CI miniature: a few iterations, one pseudo-label round on a tiny phantom. An untrained
     # teacher marks foreground on every slice, so a LiteMedSAM round would encode all 3 x 24 slices of
