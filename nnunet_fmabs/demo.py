@@ -85,8 +85,8 @@ SETTINGS: dict[str, DemoSetting] = {
                # the slice, and Y_f drops from 0.93 to 0.82 Dice even with a perfect teacher (measured):
                # at most 3 px of the phantom's 1.25 mm
                "FMABS_BOX_GROWTH_MM": "3.75",
-               # auto: bf16 where the CPU has it natively (the measured default), else fp32; emulated bf16 on
-               # an AVX2-only CPU made the demo take 14.1 min instead of ~10 (seed 2, 2026-12-01)
+               # auto: bf16 where the CPU has it natively (AVX512-BF16 / AMX: what "bf16" gave before), else
+               # fp32 (emulated bf16 is ~10x slower than fp32 on an AVX2-only CPU: BF16_EMULATED)
                "FMABS_GENERALIST_DTYPE": "auto", "FMABS_TTA": "0"},
     ),
     # the CI miniature: a few iterations, one pseudo-label round on a tiny phantom. An untrained
