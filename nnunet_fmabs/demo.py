@@ -24,6 +24,7 @@ miniature used by CI (about a minute); ``full`` is the paper's schedule (20,000 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -62,6 +63,7 @@ class DemoSetting:
     n_test: int
     fmabs: dict[str, str]  # FMABS_* variables (both trainers; knobs of FM-ABS alone are ignored by Sup-cross)
     note: str = ""
+    overrides: dict[str, str] = dataclasses.field(default_factory=dict)  # --set on the command line
 
     def env(self, seed: int) -> dict[str, str]:
         return {**self.fmabs, "FMABS_SEED": str(seed)}
@@ -113,6 +115,23 @@ SETTINGS: dict[str, DemoSetting] = {
 
 
 # -- entry point ------------------------------------------------------------------------------------
+def _settings_overrides(items: list[str]) -> dict[str, str]:
+    """``--set FMABS_NAME=VALUE`` (repeatable): run settings (:class:`RunSettings`) on top of the chosen
+    setting, for both trainers; a name that is not a run setting is refused (a typo would be ignored)."""
+    from nnunet_fmabs.settings import RunSettings, env_name
+
+    known = {env_name(f.name) for f in dataclasses.fields(RunSettings)} - {"FMABS_SEED"}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if key == "FMABS_SEED":
+            raise ValueError("--set FMABS_SEED: use --seed")
+        if not sep or not value or key not in known:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(known))}")
+        out[key] = value
+    return out
+
+
 def run_demo(args, setting: DemoSetting | None = None) -> int:
     """The ``demo`` subcommand. ``args``: workdir, device, smoke, full, seed. Returns the exit status."""
     started = time.time()
@@ -120,6 +139,9 @@ def run_demo(args, setting: DemoSetting | None = None) -> int:
         raise ValueError("--smoke and --full exclude each other")
     if setting is None:
         setting = SETTINGS["smoke" if args.smoke else "full" if args.full else "default"]
+    overrides = _settings_overrides(getattr(args, "set", None) or [])
+    if overrides:
+        setting = dataclasses.replace(setting, fmabs={**setting.fmabs, **overrides}, overrides=overrides)
     device = str(args.device)
     if device not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {device!r}: use cpu, cuda or mps")
@@ -127,7 +149,8 @@ def run_demo(args, setting: DemoSetting | None = None) -> int:
     _claim_workdir(workdir)
     seed = int(args.seed)
     demo = _Demo(workdir, setting, device, seed)
-    print(f"nnunet-fmabs demo ({setting.name}): work folder {workdir}")
+    changed = "".join(f" {k}={v}" for k, v in setting.overrides.items())
+    print(f"nnunet-fmabs demo ({setting.name}{' with' + changed if changed else ''}): work folder {workdir}")
     if setting.note:
         print(setting.note)
     return demo.run(started)
@@ -282,7 +305,7 @@ class _Demo:
             "mode": s.name, "device": self.device, "seed": self.seed,
             "dataset": DATASET, "phantom_shape_xyz": list(s.shape), "n_train": s.n_train, "n_test": s.n_test,
             "configuration": CONFIGURATION, "fold": FOLD,
-            "fmabs_env": dict(sorted(s.env(self.seed).items())),
+            "fmabs_env": dict(sorted(s.env(self.seed).items())), "set": dict(s.overrides),
             "generalist": s.fmabs.get("FMABS_GENERALIST", "litemedsam"),
             "generalist_dtype": s.fmabs.get("FMABS_GENERALIST_DTYPE", "auto"),
             "expert": s.fmabs.get("FMABS_EXPERT", "auto"),
@@ -306,7 +329,8 @@ class _Demo:
         fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         rule = "-" * len(fmt(rows[0]))
         s = self.setting
-        lines = [f"Results on the {s.n_test} test scans of the phantom ({s.name} setting; same labeling budget, "
+        name = s.name + (" with --set" if s.overrides else "")
+        lines = [f"Results on the {s.n_test} test scans of the phantom ({name} setting; same labeling budget, "
                  f"simulated expert, generalist {self.generalist_label()}):", rule, fmt(rows[0]), rule]
         lines += [fmt(r) for r in rows[1:]]
         lines.append(rule)

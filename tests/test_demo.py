@@ -42,7 +42,7 @@ def smoke_run(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("demo")
     env = _env(tmp)
     workdir = tmp / "smoke"
-    proc = _demo(["--smoke", "--workdir", str(workdir)], env, tmp)
+    proc = _demo(["--smoke", "--workdir", str(workdir), "--set", "FMABS_PL_GUARD_MARGIN=0.05"], env, tmp)
     return {"proc": proc, "workdir": workdir, "env": env, "tmp": tmp}
 
 
@@ -60,6 +60,9 @@ def test_smoke_demo_runs_and_writes_the_contract(smoke_run):
     assert results["wall_seconds"] > 0
     settings = results["settings"]
     assert settings["mode"] == "smoke"
+    assert settings["set"] == {"FMABS_PL_GUARD_MARGIN": "0.05"} == {k: v for k, v in settings["fmabs_env"].items()
+                                                                   if k == "FMABS_PL_GUARD_MARGIN"}
+    assert "with FMABS_PL_GUARD_MARGIN=0.05" in proc.stdout
     # the stand-in generalist is said, in the JSON and on screen
     assert settings["generalist"] == demo.SMOKE_GENERALIST and "STAND-IN" in settings["note"]
     assert "STAND-IN" in proc.stdout
@@ -88,6 +91,17 @@ def test_rerun_in_the_same_workdir_is_refused_and_changes_nothing(smoke_run):
     assert proc.returncode != 0
     assert "not empty" in proc.stderr and "--workdir" in proc.stderr
     assert (workdir / demo.RESULTS_FILE).read_bytes() == before
+
+
+def test_set_takes_run_settings_only():
+    assert demo._settings_overrides(["FMABS_AL_SPREAD=0.25", "FMABS_K=3"]) == {"FMABS_AL_SPREAD": "0.25", "FMABS_K": "3"}
+    with pytest.raises(ValueError, match=r"'FMABS_AL_SPRED=0.25': expected NAME=VALUE with NAME one of FMABS_AL_SPREAD"):
+        demo._settings_overrides(["FMABS_AL_SPRED=0.25"])  # a typo is refused, not ignored
+    for bad in ("FMABS_K", "FMABS_K=", "K=3"):
+        with pytest.raises(ValueError, match="expected NAME=VALUE"):
+            demo._settings_overrides([bad])
+    with pytest.raises(ValueError, match="use --seed"):
+        demo._settings_overrides(["FMABS_SEED=3"])
 
 
 def test_smoke_and_full_exclude_each_other(tmp_path):
