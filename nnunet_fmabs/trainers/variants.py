@@ -25,6 +25,12 @@ class FMABSTrainer_RAND_UA_t0(FMABSTrainer_RAND_UA): active_rounds = False
 # -- ablations of the collaboration (section 3, "without L_sup^SAM", "without L_c") ---------------
 class FMABSTrainer_RAND_MV_noSAM(FMABSTrainer_RAND_MV): use_sam_loss = False
 class FMABSTrainer_RAND_MV_noCons(FMABSTrainer_RAND_MV): use_consistency = False
+class FMABSTrainer_HER_MV_noCons(FMABSTrainer_HER_MV): use_consistency = False
+
+
+# -- the active label schedule alone: HER's rounds, partial CE only (no unlabeled stream, no Y_f, no L_c) ----
+class SupCrossTrainer_HER(FMABSTrainer_HER_MV):
+    use_unlabeled_stream, use_sam_loss, use_consistency = False, False, False
 
 
 # -- baselines of Table 1: the whole budget picked at random at the start -------------------------
