@@ -95,22 +95,11 @@ class NnUNetWorkspace:
         return make_phantom(self.raw, dataset_id=dataset_id, progress=False, **phantom)
 
     def plan(self, dataset_id: int, configuration: str = CONFIGURATION, processes: int = 1,
-             log: Path | None = None, **settings: str) -> dict:
-        """nnU-Net's ``nnUNetv2_plan_and_preprocess`` for one configuration; returns the plans."""
-        import json
-
+             log: Path | None = None, **settings: str) -> None:
+        """nnU-Net's ``nnUNetv2_plan_and_preprocess`` for one configuration."""
         n = str(processes)
         self.run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration, "-np", n, "-npfp", n],
                  self.plan_env(**settings), log=log)
-        return json.loads((self.dataset_folder(dataset_id, self.preprocessed) / "nnUNetPlans.json").read_text())
-
-    @staticmethod
-    def dataset_folder(dataset_id: int, parent: Path) -> Path:
-        """``parent/DatasetXXX_Name`` of a dataset id."""
-        found = sorted(parent.glob(f"Dataset{int(dataset_id):03d}_*"))
-        if not found:
-            raise FileNotFoundError(f"no Dataset{int(dataset_id):03d}_* in {parent}")
-        return found[0]
 
     def fold_dir(self, dataset: str, trainer: str, fold: int | str = 0, configuration: str = CONFIGURATION,
                  plans: str = "nnUNetPlans") -> Path:

@@ -67,6 +67,14 @@ BF16_EMULATED = ("bf16 was asked for on a CPU without native bf16 (no AVX512-BF1
                  "Use dtype 'auto' (FMABS_GENERALIST_DTYPE=auto): bf16 where the CPU has it, else fp32.")
 
 
+def by_shape(shapes: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
+    """Positions of equal shapes, in order: slices resized or upscaled together as one batch."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for position, shape in enumerate(shapes):
+        groups[tuple(shape)].append(position)
+    return dict(groups)
+
+
 def batched(items: Sequence, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -229,10 +237,7 @@ class Generalist(ABC):
             for chunk in batched(jobs, self.decode_batch_size):
                 embeddings = self._embeddings(chunk, [cache_keys[job.index] for job in chunk])
                 logits, iou = self._decode(embeddings, chunk)
-                by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-                for position, job in enumerate(chunk):
-                    by_shape[job.shape].append(position)
-                for shape, positions in by_shape.items():  # a view's slices share their shape: one group
+                for shape, positions in by_shape([job.shape for job in chunk]).items():  # a view: one group
                     group = self.postprocess(logits[positions], shape).cpu().numpy()
                     for position, mask in zip(positions, group):
                         masks[chunk[position].index] = mask

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Generalist
+from .base import Generalist, by_shape
 from .registry import register_generalist
 
 SIZE = 256
@@ -136,10 +136,7 @@ class LiteMedSAM(Generalist):
         if self.device.type not in self.batch_preprocessing_devices:
             return super().preprocess_batch(images)
         out = torch.empty((len(images), 3, SIZE, SIZE), device=self.device)
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(i)
-        for positions in by_shape.values():
+        for positions in by_shape([image.shape for image in images]).values():
             out[positions] = litemedsam_input_batch([images[i] for i in positions], self.device)
         return out
 
