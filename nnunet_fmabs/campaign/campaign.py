@@ -25,7 +25,7 @@ from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.progress import progress
 from nnunet_fmabs.pseudolabels.labeler import dice
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
-from nnunet_fmabs.samplers import get_sampler, select_cases
+from nnunet_fmabs.samplers import get_sampler, random_order, select_cases
 from nnunet_fmabs.settings import RunSettings
 
 EXIT_AWAITING_EXPERT = 3  # exit status while a person labels the queried slices
@@ -191,25 +191,34 @@ class Campaign:
         size = min(self.plan.rounds[r][0], self.pool.remaining_budget)
         candidates = self.pool.unlabeled_cases
         sampler = get_sampler(self.sampler if r > 0 else "random")
-        rng = np.random.default_rng([self.settings.seed, r])
-        scores: dict[str, float] | list[str]
-        if getattr(sampler, "needs_probabilities", True):
-            scores = {}
-            for case in progress(candidates, f"round {r}: scoring with {sampler.name}", self.log):
-                probs = self.predict(student, self.source.load_case(case)[0])
-                scores[case] = float(sampler.score(probs, t=t, t_max=self.t_max))
+        scores: dict[str, float] | None = None
+        if getattr(sampler, "is_random", False):
+            chosen = self.next_random_cases(candidates, size)
         else:
-            scores = list(candidates)
-        chosen = [str(c) for c in select_cases(sampler, scores, size, rng)]
+            if getattr(sampler, "needs_probabilities", True):
+                scores = {}
+                for case in progress(candidates, f"round {r}: scoring with {sampler.name}", self.log):
+                    probs = self.predict(student, self.source.load_case(case)[0])
+                    scores[case] = float(sampler.score(probs, t=t, t_max=self.t_max))
+            chosen = [str(c) for c in select_cases(sampler, scores if scores is not None else list(candidates), size,
+                                                   np.random.default_rng([self.settings.seed, r]))]
         self._student = student
         access = self._access()
         slices = {c: self.expert.propose_slices(c, access) for c in chosen}
         entry = self.pool.add_query(chosen, slices, expert=self.expert.name, sampler=sampler.name, iteration=t,
-                                    scores=scores if isinstance(scores, dict) else None)
+                                    scores=scores)
         self.log(f"active round {r}: queried {chosen} (sampler {sampler.name})")
         kill_point("after_query")
         self.answer_pending(t, entry)
         return entry
+
+    def next_random_cases(self, candidates: list[str], size: int) -> list[str]:
+        """A random query (round 0, the RAND sampler): the first ``size`` of ``candidates`` in one random order of
+        the whole pool per FMABS_SEED. Common random numbers: runs with one seed share their random scans, so
+        Sup cross's B scans are FM-ABS RAND's B scans, and HER starts from Sup cross's first ones."""
+        unlabeled = set(candidates)
+        order = random_order(self.pool.training_cases, np.random.default_rng([self.settings.seed, 0]))
+        return [c for c in order if c in unlabeled][:size]
 
     def answer_pending(self, t: int, entry: dict | None = None) -> None:
         """The expert's answer to the pending round into the pool; a person's round saves and exits."""

@@ -15,6 +15,7 @@ from nnunet_fmabs.samplers.active import (
     LCSampler,
     RandomSampler,
     Sampler,
+    random_order,
     select_cases,
 )
 from nnunet_fmabs.samplers.scores import (
@@ -38,5 +39,6 @@ __all__ = [
     "least_confidence_score",
     "normalized_entropy",
     "register_sampler",
+    "random_order",
     "select_cases",
 ]

@@ -87,6 +87,13 @@ class HERSampler(Sampler):
         return entropy_ratio_score(probs, her_threshold(t, t_max))
 
 
+def random_order(ids: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """The sorted ``ids`` in one uniformly random order drawn with ``rng``: a random query of k scans takes
+    its first k, so queries of different sizes from one seed are nested (common random numbers)."""
+    candidates = sorted(ids)
+    return [candidates[i] for i in rng.permutation(len(candidates))]
+
+
 def select_cases(
     sampler: Any,
     scores: Mapping[str, float] | Sequence[str],
@@ -96,8 +103,8 @@ def select_cases(
     """The case ids queried this round: K of the candidates (all of them when fewer than K).
 
     A random sampler (``is_random``) draws k ids uniformly with ``rng`` from the sorted candidate
-    ids (``scores`` may then be a plain list of ids). Any other sampler needs ``scores`` as a
-    mapping id -> score and takes the k best (highest first if ``higher_is_better``, else lowest
+    ids, the first k of :func:`random_order` (``scores`` may then be a plain list of ids). Any other
+    sampler needs ``scores`` as a mapping id -> score and takes the k best (highest first if ``higher_is_better``, else lowest
     first), ties broken by case id. Raises ValueError for k <= 0, for a non-finite score (naming
     the sampler and the case) and for duplicate ids.
     """
@@ -111,8 +118,7 @@ def select_cases(
         candidates = sorted(ids)
         if k >= len(candidates):
             return candidates
-        picked = rng.choice(len(candidates), size=int(k), replace=False)
-        return [candidates[i] for i in picked]
+        return random_order(candidates, rng)[: int(k)]
     if not isinstance(scores, Mapping):
         raise ValueError(
             f"sampler {sampler_name!r} ranks cases by score: pass a mapping case id -> score"

@@ -136,6 +136,24 @@ def test_every_round_kind_in_order(tmp_path):
     assert any("active round 1: queried" in m for m in logs)
 
 
+def test_runs_with_one_seed_share_their_random_scans(tmp_path):
+    """Common random numbers: Sup cross's budget at t = 0 (one random round of 5), FM-ABS's random round 0
+    (1 scan) and the RAND sampler's later rounds all take the next scans of one seeded order of the pool."""
+    sup = Campaign.open(tmp_path / "sup", SETTINGS, make_source(), active_rounds=False, use_sam_loss=False,
+                        iterations_per_epoch=10, epochs=10, expert=SimulatedExpert(), predict=predict,
+                        generalist_factory=DemoBoxGeneralist, sampler="random", fusion="MV", log=print, save=lambda: None)
+    sup.run_due(0, Net(), Net())
+    order = sup.pool.rounds[0]["cases"]
+    assert len(order) == 5 and order != sorted(order)  # the draw's own order is kept
+    her = open_campaign(tmp_path / "her")
+    her.run_due(0, Net(), Net())
+    assert her.pool.labeled_cases == order[:1]
+    rand = open_campaign(tmp_path / "rand", sampler="random", generalist=DemoBoxGeneralist())
+    for t in (0, 30, 50):
+        rand.run_due(t, Net(), Net())
+    assert [c for r in rand.pool.rounds for c in r["cases"]] == order
+
+
 def uninterrupted_state(folder) -> dict:
     """run_state of a run never killed, through the steps of the kill tests (0, 30, 50, 60)."""
     for t in (0, 30, 50, 60):
