@@ -66,6 +66,15 @@ RECIPE_GRID: dict[str, PromptRecipe] = {
     "default, core 1.5 mm, refined 1x, within 0 mm": DEFAULT_RECIPE.with_(core_mm=1.5, refine_steps=1,
                                                                           limit_to_teacher_mm=0.0),
     "default, core 3 mm, within 0 mm": DEFAULT_RECIPE.with_(core_mm=3.0, limit_to_teacher_mm=0.0),
+    # the demo's phantom (1.25 mm, ~12-px organ): growth in whole voxels
+    "default, 0 mm": DEFAULT_RECIPE.with_(box_growth_mm=0.0),
+    "default, 1.25 mm": DEFAULT_RECIPE.with_(box_growth_mm=1.25),
+    "default, 3.75 mm (demo)": DEFAULT_RECIPE.with_(box_growth_mm=3.75),
+    "default, core 1.5 mm, 1.25 mm": DEFAULT_RECIPE.with_(core_mm=1.5, box_growth_mm=1.25),
+    "default, core 1.5 mm, 3.75 mm": DEFAULT_RECIPE.with_(core_mm=1.5, box_growth_mm=3.75),
+    "default, core 2.5 mm": DEFAULT_RECIPE.with_(core_mm=2.5),
+    "default, core 2.5 mm, within 0 mm": DEFAULT_RECIPE.with_(core_mm=2.5, limit_to_teacher_mm=0.0),
+    "default, core 2.5 mm, 1.25 mm": DEFAULT_RECIPE.with_(core_mm=2.5, box_growth_mm=1.25),
 }
 
 

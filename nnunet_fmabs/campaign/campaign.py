@@ -218,7 +218,7 @@ class Campaign:
         Sup cross's B scans are FM-ABS RAND's B scans, and HER starts from Sup cross's first ones."""
         unlabeled = set(candidates)
         order = random_order(self.pool.training_cases, np.random.default_rng([self.settings.seed, 0]))
-        return [c for c in order if c in unlabeled][:size]
+        return [str(c) for c in order if c in unlabeled][:size]
 
     def answer_pending(self, t: int, entry: dict | None = None) -> None:
         """The expert's answer to the pending round into the pool; a person's round saves and exits."""
