@@ -104,9 +104,9 @@ def select_cases(
 
     A random sampler (``is_random``) draws k ids uniformly with ``rng`` from the sorted candidate
     ids, the first k of :func:`random_order` (``scores`` may then be a plain list of ids). Any other
-    sampler needs ``scores`` as a mapping id -> score and takes the k best (highest first if ``higher_is_better``, else lowest
-    first), ties broken by case id. Raises ValueError for k <= 0, for a non-finite score (naming
-    the sampler and the case) and for duplicate ids.
+    sampler needs ``scores`` as a mapping id -> score and takes the k best (highest first if
+    ``higher_is_better``, else lowest first), ties broken by case id. Raises ValueError for k <= 0,
+    for a non-finite score (naming the sampler and the case) and for duplicate ids.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")

@@ -141,7 +141,8 @@ def test_runs_with_one_seed_share_their_random_scans(tmp_path):
     (1 scan) and the RAND sampler's later rounds all take the next scans of one seeded order of the pool."""
     sup = Campaign.open(tmp_path / "sup", SETTINGS, make_source(), active_rounds=False, use_sam_loss=False,
                         iterations_per_epoch=10, epochs=10, expert=SimulatedExpert(), predict=predict,
-                        generalist_factory=DemoBoxGeneralist, sampler="random", fusion="MV", log=print, save=lambda: None)
+                        generalist_factory=DemoBoxGeneralist, sampler="random", fusion="MV", log=print,
+                        save=lambda: None)
     sup.run_due(0, Net(), Net())
     order = sup.pool.rounds[0]["cases"]
     assert len(order) == 5 and order != sorted(order)  # the draw's own order is kept
