@@ -195,13 +195,13 @@ class Campaign:
         if getattr(sampler, "is_random", False):
             chosen = self.next_random_cases(candidates, size)
         else:
-            if getattr(sampler, "needs_probabilities", True):
-                scores = {}
-                for case in progress(candidates, f"round {r}: scoring with {sampler.name}", self.log):
-                    probs = self.predict(student, self.source.load_case(case)[0])
-                    scores[case] = float(sampler.score(probs, t=t, t_max=self.t_max))
-            chosen = [str(c) for c in select_cases(sampler, scores if scores is not None else list(candidates), size,
-                                                   np.random.default_rng([self.settings.seed, r]))]
+            scores = {}
+            for case in progress(candidates, f"round {r}: scoring with {sampler.name}", self.log):
+                probs = (self.predict(student, self.source.load_case(case)[0])
+                         if getattr(sampler, "needs_probabilities", True) else None)
+                scores[case] = float(sampler.score(probs, t=t, t_max=self.t_max))
+            rng = np.random.default_rng([self.settings.seed, r])
+            chosen = [str(c) for c in select_cases(sampler, scores, size, rng)]
         self._student = student
         access = self._access()
         slices = {c: self.expert.propose_slices(c, access) for c in chosen}

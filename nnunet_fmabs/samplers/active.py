@@ -23,7 +23,8 @@ class Sampler(abc.ABC):
 
     ``higher_is_better``: the K scans with the highest scores are queried (else the lowest).
     ``needs_probabilities``: whether ``score`` reads ``probs`` (the trainer may skip inference).
-    ``is_random``: ``select_cases`` ignores the scores and draws uniformly.
+    ``is_random``: ``select_cases`` ignores the scores and draws uniformly (a campaign takes the next
+    scans of one seeded order of the pool instead: ``Campaign.next_random_cases``).
     """
 
     name: str = ""
