@@ -172,6 +172,15 @@ class Protocol:
     budget: int = 20  # cross-labeled scans (60 slices)
     max_cases: int | None = None  # the first N training scans of train.list (None: all 80)
     notes: tuple[str, ...] = ()
+    # True: nnU-Net's raw images stay at the native 0.625 mm and nnU-Net's own preprocessing resamples them to
+    # spacing_mm (plan_and_preprocess -overwrite_target_spacing), so FMABS_PROMPT_RESOLUTION=raw can prompt
+    # native slices (issue 12, defect 6); False: convert_la resamples to spacing_mm before nnU-Net sees the scans
+    native_raw: bool = False
+
+    @property
+    def raw_spacing_mm(self) -> float | None:
+        """The spacing of nnU-Net's raw images (None: native 0.625 mm)."""
+        return None if self.native_raw else self.spacing_mm
 
     @property
     def t_max(self) -> int:
@@ -211,7 +220,9 @@ class Protocol:
         return [
             f"protocol {self.name}",
             f"spacing {spacing} mm isotropic" + (" (native)" if self.spacing_mm is None else
-                                                  f" (resampled from {LA_NATIVE_MM} mm by convert_la)"),
+                                                  f" (resampled from {LA_NATIVE_MM} mm by "
+                                                  + ("nnU-Net's preprocessing; raw images native)" if self.native_raw
+                                                     else "convert_la)")),
             f"patch {self.patch_xyz[0]}x{self.patch_xyz[1]}x{self.patch_xyz[2]} (x, y, z voxels; nnU-Net may round "
             "it to its pooling), batch "
             f"{self.batch_size} cross-labeled + {self.batch_size} unlabeled (MT, FM-ABS), U-Net base features "
@@ -245,6 +256,17 @@ PROTOCOLS: dict[str, Protocol] = {
                "augmentation and sliding window (step 0.5, Gaussian weighting)",
                "distances are computed on the 1.5 mm grid and reported in 0.625 mm voxels (mm / 0.625), "
                "beside the paper's"),
+    ),
+    "cpu_native": Protocol(  # the CPU protocol's grid and schedule, nnU-Net's raw images at 0.625 mm
+        name="cpu_native", spacing_mm=1.5, patch_xyz=(48, 48, 32), batch_size=2, base_features=16,
+        epochs=20, iterations_per_epoch=20, val_iterations=2, k=5, pl_rounds="0.5,0.75",
+        generalist="litemedsam", generalist_dtype="auto", tta=0, budget=6, max_cases=32, native_raw=True,
+        notes=("the cpu protocol with nnU-Net's raw images at the native 0.625 mm: nnU-Net's preprocessing "
+               "resamples them to 1.5 mm (spline for the image, not convert_la's), its predictions are resampled "
+               "back and scored at 0.625 mm; FMABS_PROMPT_RESOLUTION=raw prompts native slices",
+               "32 scans, budget 6, K = 5: as the cpu protocol",
+               "also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
+               "augmentation and sliding window (step 0.5, Gaussian weighting)"),
     ),
 }
 
@@ -286,7 +308,7 @@ def convert(root: Path, raw: Path, protocol: Protocol, *, test_root: Path | None
     """LA (UA-MT layout) -> nnU-Net raw ``Dataset{id}_LA`` at the protocol's spacing (convert_la)."""
     from nnunet_fmabs.data.la import convert_la
 
-    return convert_la(root, raw, dataset_id=dataset_id, name=DATASET_NAME, spacing=protocol.spacing_mm,
+    return convert_la(root, raw, dataset_id=dataset_id, name=DATASET_NAME, spacing=protocol.raw_spacing_mm,
                       test_root=test_root, cases=cases, progress=progress)
 
 
@@ -337,8 +359,9 @@ def plan_and_preprocess(dataset_id: int, env: dict, preprocessed: Path, protocol
     folder = preprocessed / f"Dataset{dataset_id:03d}_{DATASET_NAME}"
     if not (folder / "nnUNetPlans.json").is_file() or not (folder / "nnUNetPlans_3d_fullres").is_dir():
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the planner needs >= 1
+        target = ["-overwrite_target_spacing", *[str(protocol.spacing_mm)] * 3] if protocol.native_raw else []
         run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", CONFIGURATION,
-             "-np", str(n_proc)], plan_env, log=log)
+             "-np", str(n_proc), *target], plan_env, log=log)
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     patch = patch_in_plans_axes(protocol.patch_xyz, plans["transpose_forward"])
     derived = derive_plans(plans, patch_size=patch, batch_size=protocol.batch_size,
@@ -679,8 +702,10 @@ def describe_plan(cfg: dict) -> list[str]:
              f"methods: {', '.join(cfg['methods'])}; runs: {', '.join(f'{n} (FMABS_SEED={s})' for n, s in cfg['runs'])}",
              f"settings: {' '.join(f'{k}={v}' for k, v in cfg.get('settings', {}).items()) or 'the defaults'}",
              "", "steps:",
-             f"  1. convert_la(spacing={protocol.spacing_mm}) -> {cfg['raw'] / ds}",
-             f"  2. nnUNetv2_plan_and_preprocess -d {cfg['dataset_id']} -c {CONFIGURATION} -np {cfg['np']}; derive "
+             f"  1. convert_la(spacing={protocol.raw_spacing_mm}) -> {cfg['raw'] / ds}",
+             f"  2. nnUNetv2_plan_and_preprocess -d {cfg['dataset_id']} -c {CONFIGURATION} -np {cfg['np']}"
+             + (f" -overwrite_target_spacing {' '.join([str(protocol.spacing_mm)] * 3)}" if protocol.native_raw else "")
+             + "; derive "
              f"{cfg['plans_name']}.json (patch {protocol.patch_xyz} x,y,z, batch {protocol.batch_size}, "
              f"{protocol.base_features} base features)"]
     step = 3
@@ -739,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     marker = raw / ds_name / "dataset.json"
     if not marker.is_file():
         cases = select_cases(cfg["la_root"], cfg["max_cases"], cfg["test_root"])
-        log(f"converting LA ({'all' if cases is None else len(cases)} cases) at {protocol.spacing_mm or LA_NATIVE_MM} mm")
+        log(f"converting LA ({'all' if cases is None else len(cases)} cases) at {protocol.raw_spacing_mm or LA_NATIVE_MM} mm")
         convert(cfg["la_root"], raw, protocol, test_root=cfg["test_root"], cases=cases,
                 dataset_id=cfg["dataset_id"])
     else:

@@ -78,6 +78,39 @@ def test_convert_at_the_protocol_spacing_and_case_subset(la, la_root, tmp_path):
     assert la.select_cases(root, None, None) is None
 
 
+def _plans_at(spacing: float) -> dict:
+    """The part of nnU-Net's plans that derive_plans reads."""
+    return {"transpose_forward": [0, 1, 2], "configurations": {"3d_fullres": {
+        "spacing": [spacing] * 3, "patch_size": [40, 64, 80], "batch_size": 2,
+        "architecture": {"arch_kwargs": {"n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320]}}}}}
+
+
+def test_cpu_native_protocol_keeps_raw_images_native_and_lets_nnunet_resample(la, la_root, tmp_path, monkeypatch):
+    """cpu_native: convert_la writes 0.625-mm raw images, nnU-Net's planner gets the 1.5-mm target spacing, so
+    FMABS_PROMPT_RESOLUTION=raw has native slices to prompt (issue 12, defect 6)."""
+    protocol = la.PROTOCOLS["cpu_native"]
+    assert protocol.spacing_mm == 1.5 and protocol.raw_spacing_mm is None and la.PROTOCOLS["cpu"].raw_spacing_mm == 1.5
+    root, _ = la_root
+    out = la.convert(root, tmp_path / "raw", protocol, progress=False)
+    import SimpleITK as sitk
+
+    assert sitk.ReadImage(str(out / "imagesTr" / "CASE_C_0000.nii.gz")).GetSpacing() == (0.625, 0.625, 0.625)
+    commands = []
+
+    def fake_run(cmd, env, log=print, capture=None):  # nnU-Net's planner, as far as this function reads it
+        commands.append(cmd)
+        folder = tmp_path / "pp" / "Dataset992_LA"
+        (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
+        (folder / "nnUNetPlans.json").write_text(json.dumps(_plans_at(1.5)))
+
+    monkeypatch.setattr(la, "run", fake_run)
+    derived = la.plan_and_preprocess(992, {}, tmp_path / "pp", protocol, "nnUNetPlans_fmabsCPU_NATIVE", log=lambda m: 0)
+    assert commands[0][-4:] == ["-overwrite_target_spacing", "1.5", "1.5", "1.5"]
+    assert derived["configurations"]["3d_fullres"]["patch_size"] == [32, 48, 48]
+    text = "\n".join(protocol.describe())
+    assert "resampled from 0.625 mm by nnU-Net's preprocessing; raw images native" in text
+
+
 def test_cpu_protocol_states_what_changed(la):
     text = "\n".join(la.PROTOCOLS["cpu"].describe())
     for what in ("1.5 mm", "patch 48x48x32", "base features 16", "t_max = 400", "20 epochs x 20", "K = 5",
@@ -152,9 +185,7 @@ def test_run_summary_from_evaluate_folders(la, la_root, tmp_path):
 
 
 def test_derive_plans_recomputes_the_topology(la):
-    plans = {"transpose_forward": [0, 1, 2], "configurations": {"3d_fullres": {
-        "spacing": [1.5, 1.5, 1.5], "patch_size": [40, 64, 80], "batch_size": 2,
-        "architecture": {"arch_kwargs": {"n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320]}}}}}
+    plans = _plans_at(1.5)
     patch = la.patch_in_plans_axes((48, 48, 32), plans["transpose_forward"])
     assert patch == [32, 48, 48]  # NIfTI arrays are (z, y, x)
     assert la.patch_in_plans_axes((48, 40, 32), [2, 1, 0]) == [48, 40, 32]
