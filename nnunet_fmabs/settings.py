@@ -55,7 +55,8 @@ class RunSettings:
     core_mm: float = DEFAULT_RECIPE.core_mm  # boxes around the object without its outer core_mm
     refine_steps: int = DEFAULT_RECIPE.refine_steps  # the generalist prompted again by its own Y_f
     prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
-    # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail)
+    # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail);
+    # auto: raw where the raw image is there and finer, the grid's slices otherwise
     pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
     # trained on (nnunet_fmabs.pseudolabels.quality); off: every round is
     pl_guard_margin: float = 0.05  # how far below the teacher (Dice on the expert's planes) Y_f may be
@@ -136,7 +137,7 @@ def env_name(field_name: str) -> str:
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
-    choices = {"prompt_resolution": ("grid", "raw"), "pl_guard": ("planes", "off")}.get(f.name)
+    choices = {"prompt_resolution": ("grid", "raw", "auto"), "pl_guard": ("planes", "off")}.get(f.name)
     if choices and raw not in choices:
         raise ValueError(f"{env_name(f.name)}={raw!r}: use one of {', '.join(choices)}")
     if f.name == "limit_to_teacher_mm" and raw != "off":

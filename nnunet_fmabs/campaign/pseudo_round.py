@@ -30,15 +30,18 @@ def cross_target(source, case: str, sources: dict, shape) -> np.ndarray:
     return CrossAnnotation.load(path).to_volume(shape, source.ignore_value)
 
 
-def raw_for_prompts(source, case: str, props: dict, shape) -> tuple | None:
-    """FMABS_PROMPT_RESOLUTION=raw: (raw image transposed like the training grid, its spacing, index maps)
-    when the raw image is finer than the training grid along some axis; None otherwise (grid slices)."""
+def raw_for_prompts(source, case: str, props: dict, shape, required: bool = True) -> tuple | None:
+    """FMABS_PROMPT_RESOLUTION=raw / auto: (raw image transposed like the training grid, its spacing, index
+    maps) when the raw image is finer than the training grid along some axis; None otherwise (grid slices).
+    A missing raw image is an error where raw slices are ``required`` (raw), the grid's slices otherwise (auto)."""
     import SimpleITK as sitk
 
     from nnunet_fmabs.annotation.geometry import CaseGeometry
 
     path = source.raw_image(case)
     if path is None:
+        if not required:
+            return None
         raise FileNotFoundError(f"FMABS_PROMPT_RESOLUTION=raw: no raw image of {case} in the dataset's imagesTr "
                                 "under nnUNet_raw")
     image = sitk.ReadImage(str(path))
@@ -59,7 +62,7 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     sources = campaign.label_sources()
     done = store.done_cases(partial)
     simulation = not source.has_ignore_label
-    stats = {"dice_yf": [], "dice_teacher": [], "prompted_slices": 0}
+    stats = {"dice_yf": [], "dice_teacher": [], "prompted_slices": 0, "raw_slice_cases": 0}
     figure_case = None
     recipe = settings.recipe()
     cases = campaign.pool.training_cases if cases is None else cases
@@ -70,12 +73,13 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         teacher_mask = campaign.predict(teacher, data).argmax(0) > 0
         rng = np.random.default_rng([settings.seed, 7919 + index, zlib.crc32(case.encode())])
         cache_key = (*source.cache_prefix, case)
-        raw = raw_for_prompts(source, case, props, teacher_mask.shape) if settings.prompt_resolution == "raw" \
-            else None
+        raw = None if settings.prompt_resolution == "grid" else \
+            raw_for_prompts(source, case, props, teacher_mask.shape, required=settings.prompt_resolution == "raw")
         if raw is None:
             labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
                                   spacing=source.spacing, recipe=recipe, cache_key=cache_key)
         else:
+            stats["raw_slice_cases"] += 1
             labels = label_volume_fine(raw[0], teacher_mask, generalist, rng, raw[2], fine_spacing=raw[1],
                                        spacing=source.spacing, fusion=campaign.fusion, recipe=recipe,
                                        cache_key=(*cache_key, "raw"))
@@ -163,13 +167,15 @@ def merge_stats(parts) -> dict:
     """The stats of :func:`label_cases` over several shares of the scans."""
     return {"dice_yf": [d for p in parts for d in p["dice_yf"]],
             "dice_teacher": [d for p in parts for d in p["dice_teacher"]],
-            "prompted_slices": sum(p["prompted_slices"] for p in parts)}
+            "prompted_slices": sum(p["prompted_slices"] for p in parts),
+            "raw_slice_cases": sum(p.get("raw_slice_cases", 0) for p in parts)}
 
 
 def finish_round(campaign, t: int, reason: str, index: int, partial: Path, stats: dict, figure_case,
                  teacher_fingerprint: str) -> dict:
     """The round guard, the commit point, the log line and the picture of a round whose scans are done."""
-    summary = {"prompted_slices": stats["prompted_slices"], "teacher_fingerprint": teacher_fingerprint}
+    summary = {"prompted_slices": stats["prompted_slices"], "raw_slice_cases": stats.get("raw_slice_cases", 0),
+               "teacher_fingerprint": teacher_fingerprint}
     if stats["dice_yf"]:
         summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
         summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))

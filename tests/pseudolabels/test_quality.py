@@ -1,6 +1,7 @@
 """The ground-truth-free quality signal and the round guard (issue 12): the expert's planes as yardstick."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_prompts_on_raw_slices_where_the_training_grid_is_coarser(trainer_inputs
     from nnunet_fmabs.pseudolabels import labeler
 
     results = {}
-    for resolution in ("grid", "raw"):
+    for resolution in ("grid", "raw", "auto"):
         plans, dataset_json = trainer_inputs
         plans["configurations"]["3d_fullres"]["spacing"] = [2.5, 2.5, 2.5]  # claims a coarser training grid
         trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch,
@@ -142,10 +143,21 @@ def test_prompts_on_raw_slices_where_the_training_grid_is_coarser(trainer_inputs
         monkeypatch.setattr("nnunet_fmabs.campaign.pseudo_round.label_volume_fine",
                             lambda *a, **k: calls.append(k["fine_spacing"]) or original(*a, **k))
         trainer.campaign._generalist = DemoBoxGeneralist()
-        pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
-        assert bool(calls) is (resolution == "raw")
+        summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
+        assert len(calls) == summary["raw_slice_cases"] == (0 if resolution == "grid" else
+                                                            len(trainer.campaign.pool.training_cases))
         assert all(list(c) == [1.25, 1.25, 1.25] for c in calls)
         results[resolution] = {p.stem: np.load(p)["y"] for p in trainer.pl_store.latest_dir.glob("*.npz")}
-    assert results["grid"].keys() == results["raw"].keys()
+        if resolution == "auto":  # without the raw images auto falls back to the grid's slices; raw stops
+            monkeypatch.setattr(trainer.campaign.source, "raw_image", lambda case: None)
+            calls.clear()
+            assert pseudo_label_round(trainer.campaign, 11, "test", trainer.teacher)["raw_slice_cases"] == 0
+            assert not calls
+            monkeypatch.setattr(trainer.campaign, "settings",
+                                dataclasses.replace(trainer.campaign.settings, prompt_resolution="raw"))
+            with pytest.raises(FileNotFoundError, match="no raw image of"):
+                pseudo_label_round(trainer.campaign, 12, "test", trainer.teacher)
+    assert results["grid"].keys() == results["raw"].keys() == results["auto"].keys()
     for case in results["grid"]:
         np.testing.assert_array_equal(results["grid"][case], results["raw"][case])
+        np.testing.assert_array_equal(results["grid"][case], results["auto"][case])

@@ -162,7 +162,7 @@ def test_recipe_settings_named_and_overridden():
         RunSettings.from_environ({"FMABS_N_POINTS": "many"})
     with pytest.raises(ValueError, match="FMABS_LIMIT_TO_TEACHER_MM='-1'"):
         RunSettings.from_environ({"FMABS_LIMIT_TO_TEACHER_MM": "-1"})
-    with pytest.raises(ValueError, match="FMABS_PROMPT_RESOLUTION='native': use one of grid, raw"):
+    with pytest.raises(ValueError, match="FMABS_PROMPT_RESOLUTION='native': use one of grid, raw, auto"):
         RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "native"})
     with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
