@@ -113,6 +113,10 @@ METHOD_ROWS: dict[str, MethodRow] = {
     # not in the paper: FM-ABS on the baselines' label schedule (whole budget at random at t = 0)
     "FMABSTrainer_RAND_MV_t0": MethodRow("FM-ABS (MV) random, all labels at t = 0", "random (t = 0)", "-", 60, "semi"),
     "FMABSTrainer_RAND_UA_t0": MethodRow("FM-ABS (UA) random, all labels at t = 0", "random (t = 0)", "-", 60, "semi"),
+    # not in the paper: what of FM-ABS HER costs what (issue 12): its label schedule alone (partial CE only),
+    # and FM-ABS HER without L_c
+    "SupCrossTrainer_HER": MethodRow("Sup (cross), HER's label schedule", "HER", "-", 60, "cross"),
+    "FMABSTrainer_HER_MV_noCons": MethodRow("FM-ABS (MV) HER without L_c", "HER", "-", 60, "semi"),
 }
 # rows shown even when not run (the brief's reference lines of Table 1), in the paper's order
 REFERENCE_ROWS = ("SupCrossTrainer", "SupDenseTrainer", "MeanTeacherTrainer", "UAMTTrainer", "FMABSTrainer_RAND_UA",
@@ -120,7 +124,7 @@ REFERENCE_ROWS = ("SupCrossTrainer", "SupDenseTrainer", "MeanTeacherTrainer", "U
 ROW_ORDER = ("SupCrossTrainer", "SupDenseTrainer", "MeanTeacherTrainer", "UAMTTrainer", "FMABSTrainer_RAND_UA",
              "FMABSTrainer_RAND_MV", "FMABSTrainer_LC_UA", "FMABSTrainer_LC_MV", "FMABSTrainer_HE_UA",
              "FMABSTrainer_HE_MV", "FMABSTrainer_HER_UA", "FMABSTrainer_HER_MV", "FMABSTrainer_RAND_UA_t0",
-             "FMABSTrainer_RAND_MV_t0")
+             "FMABSTrainer_RAND_MV_t0", "SupCrossTrainer_HER", "FMABSTrainer_HER_MV_noCons")
 
 _PAPER_ROW_PATTERNS = {  # Table 1 text lines (LA block) -> our row labels
     "Sup (cross; baseline)": r"^Sup \(cross; baseline\)\s+random",
