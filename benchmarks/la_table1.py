@@ -261,18 +261,16 @@ PROTOCOLS: dict[str, Protocol] = {
                "distances are computed on the 1.5 mm grid and reported in 0.625 mm voxels (mm / 0.625), "
                "beside the paper's"),
     ),
-    "cpu_native": Protocol(  # the CPU protocol's grid and schedule, nnU-Net's raw images at 0.625 mm
-        name="cpu_native", spacing_mm=1.5, patch_xyz=(48, 48, 32), batch_size=2, base_features=16,
-        epochs=20, iterations_per_epoch=20, val_iterations=2, k=5, pl_rounds="0.5,0.75",
-        generalist="litemedsam", generalist_dtype="auto", tta=0, budget=6, max_cases=32, native_raw=True,
-        notes=("the cpu protocol with nnU-Net's raw images at the native 0.625 mm: nnU-Net's preprocessing "
-               "resamples them to 1.5 mm (spline for the image, not convert_la's), its predictions are resampled "
-               "back and scored at 0.625 mm; FMABS_PROMPT_RESOLUTION=raw prompts native slices",
-               "32 scans, budget 6, K = 5: as the cpu protocol",
-               "also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
-               "augmentation and sliding window (step 0.5, Gaussian weighting)"),
-    ),
 }
+
+PROTOCOLS["cpu_native"] = replace(  # the CPU protocol's grid and schedule, nnU-Net's raw images at 0.625 mm
+    PROTOCOLS["cpu"], name="cpu_native", native_raw=True,
+    notes=("the cpu protocol with nnU-Net's raw images at the native 0.625 mm: nnU-Net's preprocessing "
+           "resamples them to 1.5 mm (spline for the image, not convert_la's), its predictions are resampled "
+           "back and scored at 0.625 mm; FMABS_PROMPT_RESOLUTION=raw prompts native slices",
+           "32 scans, budget 6, K = 5: as the cpu protocol",
+           "also different from the paper in every protocol: nnU-Net's U-Net (not V-Net), nnU-Net's "
+           "augmentation and sliding window (step 0.5, Gaussian weighting)"))
 
 
 def _dtype_words(dtype: str) -> str:
