@@ -187,6 +187,11 @@ class Protocol:
         return None if self.native_raw else self.spacing_mm
 
     @property
+    def planner_args(self) -> list[str]:
+        """Extra arguments of nnUNetv2_plan_and_preprocess: the target spacing where nnU-Net resamples."""
+        return ["-overwrite_target_spacing", *[str(self.spacing_mm)] * 3] if self.native_raw else []
+
+    @property
     def t_max(self) -> int:
         return self.epochs * self.iterations_per_epoch
 
@@ -361,9 +366,8 @@ def plan_and_preprocess(dataset_id: int, env: dict, preprocessed: Path, protocol
     folder = preprocessed / f"Dataset{dataset_id:03d}_{DATASET_NAME}"
     if not (folder / "nnUNetPlans.json").is_file() or not (folder / "nnUNetPlans_3d_fullres").is_dir():
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the planner needs >= 1
-        target = ["-overwrite_target_spacing", *[str(protocol.spacing_mm)] * 3] if protocol.native_raw else []
         run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", CONFIGURATION,
-             "-np", str(n_proc), *target], plan_env, log=log)
+             "-np", str(n_proc), *protocol.planner_args], plan_env, log=log)
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     patch = patch_in_plans_axes(protocol.patch_xyz, plans["transpose_forward"])
     derived = derive_plans(plans, patch_size=patch, batch_size=protocol.batch_size,
@@ -705,9 +709,8 @@ def describe_plan(cfg: dict) -> list[str]:
              f"settings: {' '.join(f'{k}={v}' for k, v in cfg.get('settings', {}).items()) or 'the defaults'}",
              "", "steps:",
              f"  1. convert_la(spacing={protocol.raw_spacing_mm}) -> {cfg['raw'] / ds}",
-             f"  2. nnUNetv2_plan_and_preprocess -d {cfg['dataset_id']} -c {CONFIGURATION} -np {cfg['np']}"
-             + (f" -overwrite_target_spacing {' '.join([str(protocol.spacing_mm)] * 3)}" if protocol.native_raw else "")
-             + "; derive "
+             " ".join([f"  2. nnUNetv2_plan_and_preprocess -d {cfg['dataset_id']} -c {CONFIGURATION} -np {cfg['np']}",
+                       *protocol.planner_args]) + "; derive "
              f"{cfg['plans_name']}.json (patch {protocol.patch_xyz} x,y,z, batch {protocol.batch_size}, "
              f"{protocol.base_features} base features)"]
     step = 3

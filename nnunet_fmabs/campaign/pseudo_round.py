@@ -38,6 +38,10 @@ def raw_for_prompts(source, case: str, props: dict, shape, required: bool = True
 
     from nnunet_fmabs.annotation.geometry import CaseGeometry
 
+    tf = list(source.transpose_forward)
+    spacing = [float(props["spacing"][a]) for a in tf]  # nnU-Net's record of the raw spacing (array axes)
+    if all(s >= g - 1e-6 for s, g in zip(spacing, source.spacing)):
+        return None  # the training grid is as fine as the raw image: nothing to gain, nothing to read
     path = source.raw_image(case)
     if path is None:
         if not required:
@@ -45,10 +49,6 @@ def raw_for_prompts(source, case: str, props: dict, shape, required: bool = True
         raise FileNotFoundError(f"FMABS_PROMPT_RESOLUTION=raw: no raw image of {case} in the dataset's imagesTr "
                                 "under nnUNet_raw")
     image = sitk.ReadImage(str(path))
-    tf = list(source.transpose_forward)
-    spacing = [float(image.GetSpacing()[::-1][a]) for a in tf]
-    if all(s >= g - 1e-6 for s, g in zip(spacing, source.spacing)):
-        return None  # the training grid is as fine as the raw image: nothing to gain
     raw = np.ascontiguousarray(sitk.GetArrayFromImage(image).astype(np.float32).transpose(tf))
     geometry = CaseGeometry.from_properties(props, tf, shape)
     return raw, spacing, geometry.pp_index_maps()
@@ -168,13 +168,13 @@ def merge_stats(parts) -> dict:
     return {"dice_yf": [d for p in parts for d in p["dice_yf"]],
             "dice_teacher": [d for p in parts for d in p["dice_teacher"]],
             "prompted_slices": sum(p["prompted_slices"] for p in parts),
-            "raw_slice_cases": sum(p.get("raw_slice_cases", 0) for p in parts)}
+            "raw_slice_cases": sum(p["raw_slice_cases"] for p in parts)}
 
 
 def finish_round(campaign, t: int, reason: str, index: int, partial: Path, stats: dict, figure_case,
                  teacher_fingerprint: str) -> dict:
     """The round guard, the commit point, the log line and the picture of a round whose scans are done."""
-    summary = {"prompted_slices": stats["prompted_slices"], "raw_slice_cases": stats.get("raw_slice_cases", 0),
+    summary = {"prompted_slices": stats["prompted_slices"], "raw_slice_cases": stats["raw_slice_cases"],
                "teacher_fingerprint": teacher_fingerprint}
     if stats["dice_yf"]:
         summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
