@@ -459,6 +459,23 @@ def run_stamp(method: str, env: dict) -> dict:
     return stamp
 
 
+def unfinished_run_to_resume(fold_dir: Path, stamp: dict) -> bool:
+    """Whether ``fold_dir`` holds an unfinished run of these settings that ``nnUNetv2_train --c`` can go on with.
+
+    A run killed mid-way (a session's end, a crash) keeps its checkpoint and its FM-ABS state; the trainer
+    resumes it exactly and refuses other FMABS_* values itself. A folder whose stamp names other settings
+    is an error, as for finished runs (nothing trained is thrown away)."""
+    if not (fold_dir / "checkpoint_latest.pth").is_file():
+        return False
+    stamp_file = fold_dir / "la_table1_run.json"
+    if stamp_file.is_file():
+        stored = json.loads(stamp_file.read_text())["settings"]
+        if stored != stamp:
+            raise RuntimeError(f"{fold_dir} holds an unfinished run of {stored}, this call asks for {stamp}: "
+                               "use another --workdir (runs are never overwritten)")
+    return True
+
+
 def cheap_generalist_path(workdir: Path) -> str:
     """PYTHONPATH entries that make the tests' cheap generalist ``box_threshold`` loadable by nnU-Net's
     subprocesses: a dummy distribution declaring the entry point (as tests/conftest.py does) and the repo."""
@@ -793,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
         log(budget_note)
     pool = n_fold_train
 
+    from nnunet_fmabs import atomic
+
     runs: list[dict] = []
     results_json = workdir / "la_table1.json"
     for run_name, seed in cfg["runs"]:
@@ -815,13 +834,19 @@ def main(argv: list[str] | None = None) -> int:
                     entry["train_s"] = stored.get("train_s") if stored else None
                     log(f"[{run_name}] {method}: reusing the finished run in {fold_dir}")
                 else:
-                    if fold_dir.exists():
-                        shutil.rmtree(fold_dir)  # an unfinished run of an earlier call: start again
-                    log(f"[{run_name}] training {method}")
-                    run(train_cmd(method, cfg["fold"], cfg["plans_name"], args.device, cfg["dataset_id"]), env,
-                        log=log, capture=workdir / "logs" / run_name / f"{method}.train.log")
+                    resume = unfinished_run_to_resume(fold_dir, stamp)
+                    if not resume and fold_dir.exists():
+                        shutil.rmtree(fold_dir)  # an earlier call's run that never saved a checkpoint
+                    fold_dir.mkdir(parents=True, exist_ok=True)
+                    atomic.write_json(stamp_file, {"settings": stamp, "train_s": None})
+                    log(f"[{run_name}] {'resuming' if resume else 'training'} {method}")
+                    cmd = train_cmd(method, cfg["fold"], cfg["plans_name"], args.device, cfg["dataset_id"])
+                    run(cmd + (["--c"] if resume else []), env, log=log,
+                        capture=workdir / "logs" / run_name / f"{method}.train.log")
                     entry["train_s"] = time.perf_counter() - t0
-                    stamp_file.write_text(json.dumps({"settings": stamp, "train_s": entry["train_s"]}, indent=2))
+                    entry["resumed"] = resume
+                    atomic.write_json(stamp_file, {"settings": stamp, "train_s": entry["train_s"],
+                                                   "resumed": resume})
                 t1 = time.perf_counter()
                 if cfg["test_root"]:
                     pred = workdir / "predictions" / run_name / method
