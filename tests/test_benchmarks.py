@@ -221,6 +221,23 @@ def test_budget_seeds_and_environment(la, tmp_path):
     assert "--disable_tta" in cmd and cmd[cmd.index("-f") + 1] == "all" and "-npp" not in cmd
 
 
+def test_an_unfinished_run_is_resumed_only_with_its_own_settings(la, tmp_path):
+    """A session that stops mid-run leaves checkpoint_latest.pth: the next call resumes it (--c) instead of
+    deleting an hour of training, unless the folder's stamp names other settings."""
+    fold_dir = tmp_path / "fold_0"
+    stamp = {"FMABS_SEED": "0", "FMABS_EPOCHS": "20"}
+    assert la.unfinished_run_to_resume(fold_dir, stamp) is False  # nothing there
+    fold_dir.mkdir()
+    (fold_dir / "la_table1_run.json").write_text(json.dumps({"settings": stamp, "train_s": None}))
+    assert la.unfinished_run_to_resume(fold_dir, stamp) is False  # started, killed before its first checkpoint
+    (fold_dir / "checkpoint_latest.pth").write_bytes(b"")
+    assert la.unfinished_run_to_resume(fold_dir, stamp) is True
+    with pytest.raises(RuntimeError, match=r"fold_0 holds an unfinished run of .*'FMABS_EPOCHS': '20'.*another --workdir"):
+        la.unfinished_run_to_resume(fold_dir, {**stamp, "FMABS_EPOCHS": "80"})
+    (fold_dir / "la_table1_run.json").unlink()  # a run started before stamps were written at the start
+    assert la.unfinished_run_to_resume(fold_dir, stamp) is True  # the trainer itself refuses other FMABS_* values
+
+
 def test_fold_cases_writes_nnunets_split(la, tmp_path):
     folder = tmp_path / "Dataset992_LA"
     (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
