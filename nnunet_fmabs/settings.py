@@ -18,6 +18,8 @@ from nnunet_fmabs.annotation.rounds import K_PER_ROUND, ROUND_SPREAD, WARMUP_FRA
 from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, RECIPES, PromptRecipe
 
 
+PL_SOURCES = ("generalist", "teacher", "ground_truth")  # FMABS_PL_SOURCE: the paper's Y_f, then two ablations
+
 
 def _off_or(value: float | None) -> str:
     return "off" if value is None else f"{value:g}"
@@ -57,6 +59,9 @@ class RunSettings:
     prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
     # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail);
     # auto: raw where the raw image is there and finer, the grid's slices otherwise
+    pl_source: str = "generalist"  # what Y_f is: generalist (2.2); teacher (ablation: the teacher's own mask,
+    # self-training, no generalist); ground_truth (ablation: the dense truth, a perfect generalist's bound;
+    # simulation only)
     pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
     # trained on (nnunet_fmabs.pseudolabels.quality); off: every round is
     pl_guard_margin: float = 0.05  # how far below the teacher (Dice on the expert's planes) Y_f may be
@@ -137,7 +142,8 @@ def env_name(field_name: str) -> str:
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
-    choices = {"prompt_resolution": ("grid", "raw", "auto"), "pl_guard": ("planes", "off")}.get(f.name)
+    choices = {"prompt_resolution": ("grid", "raw", "auto"), "pl_guard": ("planes", "off"),
+               "pl_source": PL_SOURCES}.get(f.name)
     if choices and raw not in choices:
         raise ValueError(f"{env_name(f.name)}={raw!r}: use one of {', '.join(choices)}")
     if f.name == "limit_to_teacher_mm" and raw != "off":

@@ -15,7 +15,7 @@ from nnunet_fmabs.annotation.pool import CrossAnnotation
 from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.progress import progress
 from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
-from nnunet_fmabs.pseudolabels.labeler import dice, label_volume, label_volume_fine
+from nnunet_fmabs.pseudolabels.labeler import VolumeLabels, dice, label_volume, label_volume_fine
 from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 
@@ -54,11 +54,27 @@ def raw_for_prompts(source, case: str, props: dict, shape, required: bool = True
     return raw, spacing, geometry.pp_index_maps()
 
 
+def labels_without_generalist(pl_source: str, teacher_mask: np.ndarray, seg, case: str) -> VolumeLabels:
+    """FMABS_PL_SOURCE's ablations: Y_f (and the three views) = the teacher's own mask (``teacher``:
+    self-training, what the generalist adds is the difference) or the scan's dense truth (``ground_truth``:
+    a perfect generalist, the most any Y_f can give this schedule). Nothing is prompted."""
+    if pl_source == "teacher":
+        fused = np.asarray(teacher_mask, bool)
+    elif pl_source == "ground_truth":
+        fused = np.asarray(seg[0][:]) > 0
+        if fused.shape != teacher_mask.shape:
+            raise ValueError(f"FMABS_PL_SOURCE=ground_truth: the labels of {case} have shape {fused.shape}, "
+                             f"its image {teacher_mask.shape}")
+    else:
+        raise ValueError(f"FMABS_PL_SOURCE={pl_source!r} needs no generalist-free labels")
+    return VolumeLabels(views=(fused, fused, fused), fused=fused, n_prompted_slices=0)
+
+
 def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     """Y_f of every training scan (or of ``cases``, a share of them) not yet in the round's ``partial``
     folder; returns the stats and the first scan's pieces for the round's picture."""
     source, settings, store = campaign.source, campaign.settings, campaign.pl_store
-    generalist = campaign.generalist()
+    generalist = campaign.generalist() if settings.pl_source == "generalist" else None
     sources = campaign.label_sources()
     done = store.done_cases(partial)
     simulation = not source.has_ignore_label
@@ -73,9 +89,11 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         teacher_mask = campaign.predict(teacher, data).argmax(0) > 0
         rng = np.random.default_rng([settings.seed, 7919 + index, zlib.crc32(case.encode())])
         cache_key = (*source.cache_prefix, case)
-        raw = None if settings.prompt_resolution == "grid" else \
+        raw = None if settings.prompt_resolution == "grid" or generalist is None else \
             raw_for_prompts(source, case, props, teacher_mask.shape, required=settings.prompt_resolution == "raw")
-        if raw is None:
+        if generalist is None:
+            labels = labels_without_generalist(settings.pl_source, teacher_mask, seg, case)
+        elif raw is None:
             labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
                                   spacing=source.spacing, recipe=recipe, cache_key=cache_key)
         else:

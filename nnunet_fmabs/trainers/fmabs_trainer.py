@@ -128,10 +128,13 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
         """The run's campaign: claim (or check) the output folder, open the pool and plan the rounds."""
         folder, log = self.fmabs_folder, self.print_to_log_file
         checkpoints = [Path(self.output_folder) / f"checkpoint_{n}.pth" for n in ("latest", "final", "best")]
+        source = nnunet_case_source(self)
+        if self.use_sam_loss and self.settings.pl_source == "ground_truth" and source.has_ignore_label:
+            raise ValueError("FMABS_PL_SOURCE=ground_truth trains on the dense truth, but this dataset declares an "
+                             "ignore label (it is barely labeled): use generalist or teacher")
         Campaign.claim_folder(folder, self.settings, self.__class__.__name__, where=str(self.output_folder),
                               resuming=self._resumed_from_checkpoint,
                               checkpoint_exists=any(p.is_file() for p in checkpoints))
-        source = nnunet_case_source(self)
         command = resume_command(f"nnUNetv2_train {self.plans_manager.dataset_name} {self.configuration_name} "
                                  f"{self.fold} -tr {self.__class__.__name__} -p {self.plans_manager.plans_name} "
                                  f"-device {self.device.type} --c")
@@ -144,7 +147,11 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
             generalist_factory=partial(generalist_from_settings, self.settings, self.device, folder, log)))
         self.campaign.pl_failures = self._pl_failures
         log(self.campaign.describe())
-        if self.use_sam_loss:
+        if self.use_sam_loss and self.settings.pl_source != "generalist":
+            log(f"FM-ABS ABLATION FMABS_PL_SOURCE={self.settings.pl_source}: Y_f is the "
+                + ("teacher's own mask (no generalist)" if self.settings.pl_source == "teacher"
+                   else "dense ground truth (a perfect generalist)"))
+        elif self.use_sam_loss:
             log(f"FM-ABS {self.settings.recipe().describe()}; training grid spacing "
                 f"{list(self.configuration_manager.spacing)} mm; fusion {self.fusion}")
 

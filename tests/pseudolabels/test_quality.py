@@ -161,3 +161,44 @@ def test_prompts_on_raw_slices_where_the_training_grid_is_coarser(trainer_inputs
     for case in results["grid"]:
         np.testing.assert_array_equal(results["grid"][case], results["raw"][case])
         np.testing.assert_array_equal(results["grid"][case], results["auto"][case])
+
+
+@pytest.mark.parametrize("pl_source", ["teacher", "ground_truth"])
+def test_pseudo_label_ablations_train_on_the_teacher_or_the_truth_without_a_generalist(
+        trainer_inputs, phantom_nnunet, monkeypatch, tmp_path, pl_source):
+    """FMABS_PL_SOURCE=teacher: Y_f is the teacher's own mask (self-training: the generalist's share of FM-ABS
+    is the difference); ground_truth: the dense truth (a perfect generalist). No generalist is built, nothing
+    is prompted, the expert's planes still replace Y_f on labeled scans."""
+    import types
+
+    from nnunet_fmabs.trainers import fmabs_trainer
+
+    trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_SOURCE=pl_source,
+                                           FMABS_PL_GUARD="off", nnUNet_results=str(tmp_path / pl_source))
+    monkeypatch.setattr(trainer.campaign, "_generalist_factory", lambda: pytest.fail("a generalist was built"))
+    true_teacher = trainer.campaign.predict  # a teacher 2 voxels off the truth: both sources differ from it
+    monkeypatch.setattr(trainer.campaign, "predict", lambda net, data: np.roll(true_teacher(net, data), 2, axis=1))
+    summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
+    assert summary["prompted_slices"] == 0 and summary["raw_slice_cases"] == 0
+    assert summary["mean_dice_teacher"] < 0.9
+    if pl_source == "ground_truth":
+        assert summary["mean_dice_yf"] == 1.0
+    else:  # the teacher's mask with the expert's planes put back: a little better than the teacher, still off
+        assert summary["mean_dice_teacher"] <= summary["mean_dice_yf"] < 0.95
+    source, labeled = trainer.campaign.source, trainer.pool.labeled_cases
+    for path in sorted(trainer.pl_store.latest_dir.glob("*.npz")):
+        truth = np.asarray(source.load_case(path.stem)[1][0]) > 0
+        expected = truth if pl_source == "ground_truth" else np.roll(truth, 2, axis=0)
+        y = np.load(path)["y"]
+        if path.stem in labeled:  # the expert's planes, whatever the source
+            cross = cross_target(source, path.stem, trainer.campaign.label_sources(), y.shape)
+            on_planes = (cross >= 0) & (cross != trainer.ignore_value)
+            np.testing.assert_array_equal(y[on_planes], cross[on_planes])
+            np.testing.assert_array_equal(y[~on_planes], expected[~on_planes])
+        else:
+            np.testing.assert_array_equal(y, expected)
+    if pl_source == "ground_truth":  # a barely labeled dataset has no truth to train on: stops at the start
+        monkeypatch.setattr(fmabs_trainer, "nnunet_case_source",
+                            lambda trainer: types.SimpleNamespace(has_ignore_label=True))
+        with pytest.raises(ValueError, match="FMABS_PL_SOURCE=ground_truth .* ignore label"):
+            trainer._open_campaign()

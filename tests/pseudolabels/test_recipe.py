@@ -164,6 +164,9 @@ def test_recipe_settings_named_and_overridden():
         RunSettings.from_environ({"FMABS_LIMIT_TO_TEACHER_MM": "-1"})
     with pytest.raises(ValueError, match="FMABS_PROMPT_RESOLUTION='native': use one of grid, raw, auto"):
         RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "native"})
+    with pytest.raises(ValueError, match="FMABS_PL_SOURCE='sam': use one of generalist, teacher, ground_truth"):
+        RunSettings.from_environ({"FMABS_PL_SOURCE": "sam"})
+    assert RunSettings.from_environ({}).pl_source == "generalist"  # the paper's Y_f unless an ablation is asked
     with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
     with pytest.raises(ValueError):
