@@ -82,6 +82,23 @@ def test_disk_full_while_writing_pseudo_labels_keeps_the_old_state(tmp_path, mon
         assert z["y"].all()
 
 
+def test_a_writer_killed_mid_write_leaves_no_temporary_file_in_the_committed_round(tmp_path):
+    """A SIGKILL inside atomic_path leaves its ``.tmp-*`` file (no ``finally`` runs): the resumed round drops it
+    (the owner only: under DDP the other ranks may be writing theirs), keeps the scans already saved."""
+    from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+
+    store = PseudoLabelStore(tmp_path)
+    index, partial = store.begin_round("teacher-a")
+    store.save_case(partial, "scan_0", np.ones((4, 4, 4), np.uint8))
+    (partial / ".tmp-q0qg55wo-scan_7.npz").write_bytes(b"half a file")  # the kill's leftover
+    assert store.begin_round("teacher-a", owner=False) == (index, partial)
+    assert (partial / ".tmp-q0qg55wo-scan_7.npz").exists()  # another rank's write may be in flight
+    assert store.begin_round("teacher-a") == (index, partial)  # the resumed run's owner
+    assert sorted(p.name for p in partial.iterdir()) == ["scan_0.npz", "teacher.txt"]
+    final = store.commit_round(index, partial, iteration=10, reason="schedule", stats={})
+    assert sorted(p.name for p in final.iterdir()) == ["scan_0.npz", "teacher.txt"]
+
+
 def test_generalist_that_raises_mid_training_keeps_the_old_pseudo_labels(nnunet_run):
     trainer = "FMABSTrainer_RAND_MV"
     folder = fold_dir(nnunet_run, trainer)

@@ -87,7 +87,7 @@ def _sharded_pseudo_label_round(campaign: Campaign, t: int, reason: str, teacher
     index, partial = store.begin_round(teacher_fingerprint) if rank == 0 else (None, None)
     dist.barrier()
     if rank != 0:
-        index, partial = store.begin_round(teacher_fingerprint)  # rank 0's folder: the same fingerprint
+        index, partial = store.begin_round(teacher_fingerprint, owner=False)  # rank 0's folder, as it is
     mine = list(campaign.pool.training_cases)[rank::world]
     stats, figure_case, failure = None, None, None
     try:

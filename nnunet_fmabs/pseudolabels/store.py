@@ -36,14 +36,19 @@ class PseudoLabelStore:
     def last_iteration(self) -> int | None:
         return self.rounds[-1]["iteration"] if self.rounds else None
 
-    def begin_round(self, teacher_fingerprint: str) -> tuple[int, Path]:
-        """A fresh (or resumable) partial folder for the next round."""
+    def begin_round(self, teacher_fingerprint: str, owner: bool = True) -> tuple[int, Path]:
+        """A fresh (or resumable) partial folder for the next round. The ``owner`` (the one process, or DDP's
+        rank 0 before the others join) also drops the temporary files of writers killed mid-write: they were
+        never renamed into a scan's file and would otherwise be committed with the round."""
         index = len(self.rounds)
         partial = self.folder / f"round_{index:02d}.partial"
         marker = partial / "teacher.txt"
         if partial.exists() and (not marker.is_file() or marker.read_text() != teacher_fingerprint):
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
+        if owner:
+            for stray in partial.glob(".tmp-*"):
+                stray.unlink()
         if not marker.is_file():
             atomic.write_with(marker, lambda p: p.write_text(teacher_fingerprint))
         return index, partial
