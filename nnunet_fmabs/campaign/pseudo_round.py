@@ -60,13 +60,11 @@ def labels_without_generalist(pl_source: str, teacher_mask: np.ndarray, seg, cas
     a perfect generalist, the most any Y_f can give this schedule). Nothing is prompted."""
     if pl_source == "teacher":
         fused = np.asarray(teacher_mask, bool)
-    elif pl_source == "ground_truth":
+    else:  # ground_truth (RunSettings refuses any other value)
         fused = np.asarray(seg[0][:]) > 0
         if fused.shape != teacher_mask.shape:
             raise ValueError(f"FMABS_PL_SOURCE=ground_truth: the labels of {case} have shape {fused.shape}, "
                              f"its image {teacher_mask.shape}")
-    else:
-        raise ValueError(f"FMABS_PL_SOURCE={pl_source!r} needs no generalist-free labels")
     return VolumeLabels(views=(fused, fused, fused), fused=fused, n_prompted_slices=0)
 
 
