@@ -345,3 +345,49 @@ def test_pseudolabel_quality_teachers_fusions_and_table(la_root, capsys):
     assert all(0.0 <= r["MV"] <= 1.0 and r["prompted"] > 0 for r in rows)
     out = capsys.readouterr().out
     assert "| resolution | teacher | recipe | n | Dice teacher |" in out and "over-segmenting (mean)" in out
+
+
+def _write_metrics(workdir: Path, run: str, method: str, dice: dict[str, float]) -> None:
+    folder = workdir / "metrics" / run
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = {c: {"1": {"dice": d, "hd95": 10 * (1 - d)}} for c, d in dice.items()}
+    (folder / f"{method}.json").write_text(json.dumps({"cases": cases}))
+
+
+def test_paired_comparison_against_the_references_of_the_same_seed(tmp_path):
+    paired = _load("la_paired")
+    _write_metrics(tmp_path, "seed0", "SupCrossTrainer", {"a": 0.60, "b": 0.70})
+    _write_metrics(tmp_path, "seed1", "SupCrossTrainer", {"a": 0.50, "b": 0.80})
+    _write_metrics(tmp_path, "seed0", "FMABS", {"a": 0.70, "b": 0.60})           # +10, -10: mean 0, wins 1
+    _write_metrics(tmp_path, "seed1", "FMABS", {"a": 0.62, "b": 0.84})           # +12, +4: mean +8, wins 2
+    _write_metrics(tmp_path, "seed0_pl_source=teacher", "FMABS", {"a": 0.66, "b": 0.70})  # +6, 0: +3, wins 1
+    _write_metrics(tmp_path, "seed2", "FMABS", {"a": 0.90, "b": 0.90})           # no reference of seed 2
+    rows = {(r["method"], r["settings"]): r for r in paired.paired_rows(
+        paired.load_scores(tmp_path), ["SupCrossTrainer"])}
+    fm = rows[("FMABS", "")]
+    assert fm["runs"] == ["seed0", "seed1", "seed2"]
+    assert fm["per_run"] == pytest.approx([65.0, 73.0, 90.0]) and fm["mean"] == pytest.approx(76.0)
+    assert fm["vs"]["SupCrossTrainer"] == {"diff": pytest.approx(4.0), "wins": 3, "cases": 4, "runs": 2}
+    assert rows[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"] == {
+        "diff": pytest.approx(3.0), "wins": 1, "cases": 2, "runs": 1}
+    assert rows[("SupCrossTrainer", "")]["vs"] == {}  # not compared with itself
+    # a distance: lower is better, so a case wins where it is smaller (seed 0: hd95 3 vs 4 on "a" only)
+    hd = {(r["method"], r["settings"]): r for r in paired.paired_rows(
+        paired.load_scores(tmp_path, "hd95"), ["SupCrossTrainer"], "hd95")}
+    assert hd[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"]["wins"] == 1
+    assert hd[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"]["diff"] == pytest.approx(-0.3)
+    table = paired.main(["--workdir", str(tmp_path), "--references", "SupCrossTrainer"])
+    assert "| `FMABS` | - | seed0, seed1, seed2 | 65.00, 73.00, 90.00 | **76.00** | +4.00 (2 runs; 3 of 4) |" in table
+
+
+def test_paired_comparison_refuses_other_test_scans_and_foreign_folders(tmp_path):
+    paired = _load("la_paired")
+    with pytest.raises(FileNotFoundError, match="no scored run"):
+        paired.load_scores(tmp_path)
+    _write_metrics(tmp_path, "seed0", "SupCrossTrainer", {"a": 0.6, "b": 0.7})
+    _write_metrics(tmp_path, "seed0", "FMABS", {"a": 0.6, "c": 0.7})
+    with pytest.raises(ValueError, match=r"run seed0: FMABS .*different test scans: \['b', 'c'\]"):
+        paired.paired_rows(paired.load_scores(tmp_path), ["SupCrossTrainer"])
+    _write_metrics(tmp_path, "old_run", "FMABS", {"a": 0.6})
+    with pytest.raises(ValueError, match="old_run: not a la_table1 run folder"):
+        paired.load_scores(tmp_path)
