@@ -32,10 +32,12 @@ def load_scores(workdir: Path, metric: str = "dice") -> dict[tuple[str, str, str
             raise ValueError(f"{path.parent}: not a la_table1 run folder (seed<S>[_rep<r>][_<settings>])")
         cases = json.loads(path.read_text())["cases"]
         scale = 100.0 if metric in PERCENT else 1.0
-        try:
-            values = {case: scale * float(per_label["1"][metric]) for case, per_label in cases.items()}
-        except KeyError as e:
-            raise ValueError(f"{path}: no {metric!r} for label 1 ({e})") from None
+        values = {}
+        for case, per_label in cases.items():
+            value = per_label.get("1", {}).get(metric)
+            if value is None:  # absent, or NaN (evaluate_folders writes it as null): cannot be paired
+                raise ValueError(f"{path}: case {case} has no {metric!r} for label 1")
+            values[case] = scale * float(value)
         scores[(match.group(1), match.group(2) or "", path.stem)] = values
     if not scores:
         raise FileNotFoundError(f"{Path(workdir) / 'metrics'}: no scored run (la_table1 writes them there)")
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, required=True, help="la_table1's --workdir")
     p.add_argument("--references", nargs="+", default=["SupCrossTrainer", "MeanTeacherTrainer"])
-    p.add_argument("--metric", default="dice", choices=["dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm"])
+    p.add_argument("--metric", default="dice", choices=["dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm"],
+                   help="evaluate_folders' per-case key (hd95/asd: voxels of the evaluated grid; *_mm: mm)")
     args = p.parse_args(argv)
     table = markdown(paired_rows(load_scores(args.workdir, args.metric), args.references, args.metric),
                      args.references, args.metric)

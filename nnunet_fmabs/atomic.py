@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+TEMP_PREFIX = ".tmp-"  # atomic_path's temporary files: <folder>/.tmp-<random>-<name>
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -21,7 +23,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real name at the end so that writers that look at the extension still work
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     umask = os.umask(0)
@@ -36,6 +38,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def drop_leftovers(folder: str | os.PathLike) -> None:
+    """Remove the temporary files that writers killed inside ``atomic_path`` (SIGKILL: no ``finally``) left
+    in ``folder``. Only for a folder no live process is writing into."""
+    for stray in Path(folder).glob(TEMP_PREFIX + "*"):
+        stray.unlink()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -388,6 +388,8 @@ def test_paired_comparison_refuses_other_test_scans_and_foreign_folders(tmp_path
     _write_metrics(tmp_path, "seed0", "FMABS", {"a": 0.6, "c": 0.7})
     with pytest.raises(ValueError, match=r"run seed0: FMABS .*different test scans: \['b', 'c'\]"):
         paired.paired_rows(paired.load_scores(tmp_path), ["SupCrossTrainer"])
+    with pytest.raises(ValueError, match="case a has no 'asd'"):
+        paired.load_scores(tmp_path, "asd")
     _write_metrics(tmp_path, "old_run", "FMABS", {"a": 0.6})
     with pytest.raises(ValueError, match="old_run: not a la_table1 run folder"):
         paired.load_scores(tmp_path)

@@ -47,8 +47,7 @@ class PseudoLabelStore:
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         if owner:
-            for stray in partial.glob(".tmp-*"):
-                stray.unlink()
+            atomic.drop_leftovers(partial)
         if not marker.is_file():
             atomic.write_with(marker, lambda p: p.write_text(teacher_fingerprint))
         return index, partial
