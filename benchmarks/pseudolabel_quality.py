@@ -58,6 +58,7 @@ RECIPE_GRID: dict[str, PromptRecipe] = {
     "default, core 3 mm": DEFAULT_RECIPE.with_(core_mm=3.0),
     "default, core 4.5 mm": DEFAULT_RECIPE.with_(core_mm=4.5),
     "default, within 0 mm": DEFAULT_RECIPE.with_(limit_to_teacher_mm=0.0),
+    "default, smoothed 1.5 mm": DEFAULT_RECIPE.with_(smooth_mm=1.5),
     "default, refined 1x": DEFAULT_RECIPE.with_(refine_steps=1),
     "default, refined 2x": DEFAULT_RECIPE.with_(refine_steps=2),
     "default, core 3 mm, refined 1x": DEFAULT_RECIPE.with_(core_mm=3.0, refine_steps=1),

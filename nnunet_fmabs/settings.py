@@ -56,6 +56,7 @@ class RunSettings:
     limit_to_teacher_mm: str = _off_or(DEFAULT_RECIPE.limit_to_teacher_mm)  # off | mm around the teacher's object
     core_mm: float = DEFAULT_RECIPE.core_mm  # boxes around the object without its outer core_mm
     refine_steps: int = DEFAULT_RECIPE.refine_steps  # the generalist prompted again by its own Y_f
+    smooth_mm: float = DEFAULT_RECIPE.smooth_mm  # Y_f's surface smoothed (Gaussian sigma in mm, main object); 0: off
     prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
     # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail);
     # auto: raw where the raw image is there and finer, the grid's slices otherwise
@@ -96,7 +97,7 @@ class RunSettings:
         recipe = base.with_(name=base.name, box_growth_mm=float(self.box_growth_mm),
                             object_filter=bool(self.object_filter), min_slice_area_mm2=float(self.min_slice_area_mm2),
                             n_points=n_points, limit_to_teacher_mm=limit, core_mm=float(self.core_mm),
-                            refine_steps=int(self.refine_steps))
+                            refine_steps=int(self.refine_steps), smooth_mm=float(self.smooth_mm))
         return recipe if recipe == base else recipe.with_()
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,7 +134,7 @@ def _recipe_defaults(name: str) -> dict[str, Any]:
             "min_slice_area_mm2": recipe.min_slice_area_mm2,
             "n_points": "auto" if recipe.n_points is None else str(recipe.n_points),
             "limit_to_teacher_mm": _off_or(recipe.limit_to_teacher_mm), "core_mm": recipe.core_mm,
-            "refine_steps": recipe.refine_steps}
+            "refine_steps": recipe.refine_steps, "smooth_mm": recipe.smooth_mm}
 
 
 def env_name(field_name: str) -> str:

@@ -54,6 +54,10 @@ class PromptRecipe:
     over-segmenting teacher's boxes shrink towards the structure, Y_f stays bounded by the object.
     ``refine_steps``: times the generalist is prompted again by its own Y_f (boxes of Y_f's object;
     decoder calls only where the embedding cache holds the slices), Y_f still bounded by the teacher's.
+    ``smooth_mm``: Y_f's surface smoothed after fusion (:func:`nnunet_fmabs.pseudolabels.labeler.smooth_fused`:
+    a Gaussian of this sigma in mm over the fused mask, kept where >= 0.5, then its main object with the
+    ``min_object_fraction`` rule), so that stitched 2D answers leave no slice-to-slice jag and no specks for the
+    student to learn (0: off, the paper's fused mask as is).
     """
 
     name: str = "custom"
@@ -66,6 +70,7 @@ class PromptRecipe:
     limit_to_teacher_mm: float | None = None
     core_mm: float = 0.0
     refine_steps: int = 0
+    smooth_mm: float = 0.0
 
     def __post_init__(self):
         if not (self.box_growth_mm >= 0 and math.isfinite(self.box_growth_mm)):
@@ -77,8 +82,9 @@ class PromptRecipe:
             raise ValueError("min_slice_area_mm2 and n_points must be >= 0")
         if not (isinstance(self.refine_steps, int) and self.refine_steps >= 0):
             raise ValueError(f"refine_steps must be an integer >= 0, got {self.refine_steps!r}")
-        if not (self.core_mm >= 0 and math.isfinite(self.core_mm)):
-            raise ValueError(f"core_mm must be a finite number >= 0, got {self.core_mm!r}")
+        for name in ("core_mm", "smooth_mm"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.limit_to_teacher_mm is not None and not self.limit_to_teacher_mm >= 0:
             raise ValueError(f"limit_to_teacher_mm must be None or >= 0, got {self.limit_to_teacher_mm!r}")
 
@@ -98,9 +104,11 @@ class PromptRecipe:
         if self.core_mm > 0:
             filt += f" without its outer {self.core_mm:g} mm"
         refine = f"; prompted again by its own Y_f {self.refine_steps}x" if self.refine_steps else ""
+        smooth = (f"; Y_f smoothed (Gaussian sigma {self.smooth_mm:g} mm, main object)" if self.smooth_mm > 0
+                  else "")
         return (f"prompt recipe {self.name!r}: box of the {filt}, grown 0-{self.box_growth_mm:g} mm per side; "
                 f"slices with an object under {self.min_slice_area_mm2:g} mm^2 unprompted; points: {points}; "
-                f"Y_f {limit}{refine}")
+                f"Y_f {limit}{refine}{smooth}")
 
 
 PAPER_RECIPE = PromptRecipe(name="paper", box_growth_mm=PAPER_BOX_GROWTH_MM, object_filter=True,

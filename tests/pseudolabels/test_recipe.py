@@ -272,3 +272,76 @@ def test_refinement_prompts_the_generalist_again_with_its_own_y_f():
                         recipe=recipe.with_(refine_steps=1)).n_prompted_slices == 3 * 16 + 3 * 14
     with pytest.raises(ValueError, match="refine_steps"):
         PromptRecipe(refine_steps=-1)
+
+
+def _cube_without_edges(shape, lo, hi, along=(0, 1, 2)):
+    """A cube [lo, hi) minus the voxels of its edges that run along the given axes."""
+    cube = np.zeros(shape, bool)
+    cube[lo:hi, lo:hi, lo:hi] = True
+    grid = np.indices(shape)
+    on_face = [(g == lo) | (g == hi - 1) for g in grid]
+    for axis in along:  # an edge along `axis` lies on a face of each of the two other axes
+        a, b = (x for x in range(3) if x != axis)
+        cube &= ~(on_face[a] & on_face[b])
+    return cube
+
+
+def test_smoothing_removes_the_jag_and_specks_of_y_f():
+    """Gaussian sigma 1 voxel (1.5 mm at 1.5 mm), kept where >= 0.5. Per axis the discrete kernel has w0 = 0.399
+    and sum_{k>=1} w_k = 0.301, so a voxel on a flat face keeps 0.399 + 0.301 = 0.699 and stays, one on an edge
+    0.699^2 = 0.489 and goes (corners too); a voxel sticking out of a face has 0.301 + 0.399^3 = 0.364 and goes, a
+    dent in a face 0.699 - 0.064 = 0.636 and is filled, a hole inside 1 - 0.064; a lone speck 0.064 goes."""
+    from nnunet_fmabs.pseudolabels.labeler import smooth_fused
+
+    cube = np.zeros((30, 30, 30), bool)
+    cube[7:23, 7:23, 7:23] = True
+    jagged = cube.copy()
+    jagged[6, 14, 14] = True  # a bump on the face of axis 0
+    jagged[14, 7, 15] = False  # a dent in the face of axis 1
+    jagged[15, 15, 15] = False  # a hole
+    jagged[2, 2, 2] = True  # a speck
+    blob = np.zeros_like(cube)
+    blob[24:27, 24:27, 25:28] = True  # a 27-voxel blob: the blur keeps its core, < 0.1 x the object
+    recipe = DEFAULT_RECIPE.with_(smooth_mm=1.5)
+    expected = _cube_without_edges(cube.shape, 7, 23)
+    np.testing.assert_array_equal(smooth_fused(jagged, recipe, (1.5, 1.5, 1.5)), expected)
+    # the main-object rule drops the blob that survives the blur; without it the blob's centre stays
+    np.testing.assert_array_equal(smooth_fused(jagged | blob, recipe, (1.5, 1.5, 1.5)), expected)
+    kept = smooth_fused(jagged | blob, recipe.with_(min_object_fraction=0.0), (1.5, 1.5, 1.5))
+    assert kept[25, 25, 26] and (kept & ~expected).sum() < 27
+    # sigma is in mm: at 3 x 1 x 1 mm, 1 mm is a third of a voxel along axis 0 (w0 = 0.978), so the
+    # edges running along axis 0 (0.699^2) go, the others (0.699 x 0.989) stay
+    np.testing.assert_array_equal(smooth_fused(cube, recipe.with_(smooth_mm=1.0), (3.0, 1.0, 1.0)),
+                                  _cube_without_edges(cube.shape, 7, 23, along=(0,)))
+    # off (the paper's Y_f) and empty masks pass through
+    assert smooth_fused(jagged, DEFAULT_RECIPE, (1.5, 1.5, 1.5)) is jagged
+    assert not smooth_fused(np.zeros_like(cube), recipe, None).any()
+
+
+def test_label_volume_smooths_y_f_before_the_limit_and_the_setting_reaches_the_recipe():
+    """The fill-box stand-in answers a cube teacher with the cube itself: smoothed, the cube without its edges."""
+
+    class FillBox:
+        def segment(self, slices, boxes, points=None):
+            out = []
+            for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+                m = np.zeros(image.shape, bool)
+                m[y0:y1 + 1, x0:x1 + 1] = True
+                out.append(m)
+            return out
+
+    teacher = np.zeros((24, 24, 24), bool)
+    teacher[4:20, 4:20, 4:20] = True
+    image = np.zeros(teacher.shape, np.float32)
+    recipe = DEFAULT_RECIPE.with_(box_growth_mm=0.0, smooth_mm=1.0)
+    out = label_volume(image, teacher, FillBox(), np.random.default_rng(0), spacing=(1, 1, 1), recipe=recipe)
+    np.testing.assert_array_equal(out.fused, _cube_without_edges(teacher.shape, 4, 20))
+    assert out.views[0].sum() == 16 ** 3  # the views are the generalist's answers, unsmoothed
+    assert "Y_f smoothed (Gaussian sigma 1 mm, main object)" in recipe.describe()
+    assert "smoothed" not in DEFAULT_RECIPE.describe() and DEFAULT_RECIPE.smooth_mm == 0.0
+    smoothed = RunSettings.from_environ({"FMABS_SMOOTH_MM": "1.5"})
+    assert (smoothed.recipe().smooth_mm, smoothed.recipe().name) == (1.5, "custom")
+    with pytest.raises(ValueError, match="smooth_mm"):
+        RunSettings.from_environ({"FMABS_SMOOTH_MM": "-1"}).recipe()
+    with pytest.raises(ValueError, match="FMABS_SMOOTH_MM='soft'"):
+        RunSettings.from_environ({"FMABS_SMOOTH_MM": "soft"})
