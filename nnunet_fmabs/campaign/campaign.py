@@ -250,9 +250,19 @@ class Campaign:
                 for c, info in self.pool.state["cases"].items()}
 
     def generalist(self):
-        """The frozen 2D generalist, built once (by the factory the trainer gives)."""
+        """The frozen 2D generalist, built once (by the factory the trainer gives).
+
+        Built under a fork of torch's random state: building a model draws its initial weights (and SAM's
+        random positional encoding) from torch's global generator before the checkpoint replaces them, and
+        those draws would shift every later augmentation, perturbation and dropout of the training. Runs
+        that differ only in where Y_f comes from (FMABS_PL_SOURCE, the prompt recipe) then stay paired.
+        """
         if self._generalist is None:
-            self._generalist = self._generalist_factory()
+            import torch
+
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+            with torch.random.fork_rng(devices=devices):
+                self._generalist = self._generalist_factory()
         return self._generalist
 
     # -- what a run shows ---------------------------------------------------------------------------

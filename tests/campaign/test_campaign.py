@@ -274,3 +274,28 @@ def test_experts_come_from_one_registry(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown expert 'oracle'; known: simulated, human, notes"):
         expert("oracle")
     assert expert("notes").queries_root == tmp_path / "q"
+
+
+def test_building_the_generalist_leaves_the_trainings_random_stream_alone(tmp_path):
+    """A generalist draws its initial weights from torch's global generator before its checkpoint replaces
+    them; the training's later augmentations and perturbations must not shift with it (FMABS_PL_SOURCE
+    ablations, which build no generalist, stay paired with the generalist's runs)."""
+
+    class DrawsAtInit(DemoBoxGeneralist):
+        def __init__(self):
+            super().__init__()
+            self.weights = torch.nn.Linear(8, 8)  # torch's default init: draws from the global generator
+
+    built = []
+    c = open_campaign(tmp_path, generalist=None)
+    c._generalist_factory = lambda: built.append(1) or DrawsAtInit()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    generalist = c.generalist()
+    assert isinstance(generalist, DrawsAtInit) and c.generalist() is generalist and built == [1]
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+    # without the fork the same build would have moved the stream
+    torch.manual_seed(5)
+    DrawsAtInit()
+    assert not torch.equal(torch.rand(3), expected)
