@@ -93,29 +93,32 @@ def test_stray_blobs_neither_get_prompts_nor_stretch_the_box():
     assert dict(unfiltered[0])[14].box == (1, 8, 21, 28)
 
 
+class _FillBox:
+    """Box stand-in: fills exactly the box it is given."""
+
+    def segment(self, slices, boxes, points=None):
+        out = []
+        for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+            m = np.zeros(image.shape, bool)
+            m[y0:y1 + 1, x0:x1 + 1] = True
+            out.append(m)
+        return out
+
+
 def test_label_volume_keeps_blobs_out_of_y_f():
     """ground truth + 6 blobs as the teacher: the box stand-in fills exactly the boxes it is given."""
-
-    class FillBox:
-        def segment(self, slices, boxes, points=None):
-            out = []
-            for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
-                m = np.zeros(image.shape, bool)
-                m[y0:y1 + 1, x0:x1 + 1] = True
-                out.append(m)
-            return out
 
     mask = _object_and_blobs()
     gt = teacher_object(mask)
     image = np.random.default_rng(0).normal(size=mask.shape).astype(np.float32)
     recipe = PAPER_RECIPE.with_(box_growth_mm=0.0)
-    filtered = label_volume(image, mask, FillBox(), np.random.default_rng(0), recipe=recipe)
+    filtered = label_volume(image, mask, _FillBox(), np.random.default_rng(0), recipe=recipe)
     assert dice(filtered.fused, gt) == 1.0
-    unfiltered = label_volume(image, mask, FillBox(), np.random.default_rng(0),
+    unfiltered = label_volume(image, mask, _FillBox(), np.random.default_rng(0),
                               recipe=recipe.with_(object_filter=False))
     assert dice(unfiltered.fused, gt) < 0.9  # the stretched boxes of three views agree outside the object
     # Y_f limited to 1 mm around the teacher's object
-    limited = label_volume(image, mask, FillBox(), np.random.default_rng(0),
+    limited = label_volume(image, mask, _FillBox(), np.random.default_rng(0),
                            recipe=recipe.with_(object_filter=False, limit_to_teacher_mm=0.0))
     assert not (limited.fused & ~mask).any()
 
@@ -321,20 +324,11 @@ def test_smoothing_removes_the_jag_and_specks_of_y_f():
 def test_label_volume_smooths_y_f_before_the_limit_and_the_setting_reaches_the_recipe():
     """The fill-box stand-in answers a cube teacher with the cube itself: smoothed, the cube without its edges."""
 
-    class FillBox:
-        def segment(self, slices, boxes, points=None):
-            out = []
-            for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
-                m = np.zeros(image.shape, bool)
-                m[y0:y1 + 1, x0:x1 + 1] = True
-                out.append(m)
-            return out
-
     teacher = np.zeros((24, 24, 24), bool)
     teacher[4:20, 4:20, 4:20] = True
     image = np.zeros(teacher.shape, np.float32)
     recipe = DEFAULT_RECIPE.with_(box_growth_mm=0.0, smooth_mm=1.0)
-    out = label_volume(image, teacher, FillBox(), np.random.default_rng(0), spacing=(1, 1, 1), recipe=recipe)
+    out = label_volume(image, teacher, _FillBox(), np.random.default_rng(0), spacing=(1, 1, 1), recipe=recipe)
     np.testing.assert_array_equal(out.fused, _cube_without_edges(teacher.shape, 4, 20))
     assert out.views[0].sum() == 16 ** 3  # the views are the generalist's answers, unsmoothed
     assert "Y_f smoothed (Gaussian sigma 1 mm, main object)" in recipe.describe()
