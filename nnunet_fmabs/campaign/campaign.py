@@ -260,7 +260,7 @@ class Campaign:
         if self._generalist is None:
             import torch
 
-            devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+            devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []  # CPU: its own state
             with torch.random.fork_rng(devices=devices):
                 self._generalist = self._generalist_factory()
         return self._generalist

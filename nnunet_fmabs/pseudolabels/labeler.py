@@ -47,7 +47,7 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     teacher_mask = np.asarray(teacher_mask).astype(bool)
     obj = prompt_object(teacher_mask, recipe)  # once per scan: prompts and the limit of Y_f
-    prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, (1.0, 1.0, 1.0) if spacing is None else spacing,
+    prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, mm_per_voxel(spacing),
                                        only_slices=only_slices, obj=obj)
     views, scores = [], []
     n_prompted = 0
@@ -127,6 +127,11 @@ def _nearest_coarse(index_map: np.ndarray, n_fine: int) -> np.ndarray:
     return np.searchsorted(midpoints, np.arange(n_fine), side="right").astype(np.int64)
 
 
+def mm_per_voxel(spacing: Sequence[float] | None) -> tuple[float, float, float]:
+    """The grid's spacing as floats; None: 1 mm per voxel (a recipe's millimetres are then voxels)."""
+    return (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+
 def smooth_fused(fused: np.ndarray, recipe: PromptRecipe, spacing: Sequence[float] | None) -> np.ndarray:
     """Y_f with a smooth surface (the recipe's ``smooth_mm``; 0: ``fused`` unchanged).
 
@@ -138,8 +143,7 @@ def smooth_fused(fused: np.ndarray, recipe: PromptRecipe, spacing: Sequence[floa
     """
     if recipe.smooth_mm <= 0 or not fused.any():
         return fused
-    sampling = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
-    sigma = [recipe.smooth_mm / s for s in sampling]
+    sigma = [recipe.smooth_mm / s for s in mm_per_voxel(spacing)]
     smooth = ndimage.gaussian_filter(fused.astype(np.float32), sigma=sigma, mode="constant") >= 0.5
     return teacher_object(smooth, recipe.min_object_fraction)
 
@@ -148,8 +152,7 @@ def near_object(obj: np.ndarray, mm: float, spacing: Sequence[float] | None) -> 
     """Voxels within ``mm`` of the object (the recipe's ``limit_to_teacher_mm`` around the teacher's object)."""
     if not obj.any():
         return obj
-    sampling = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
-    return ndimage.distance_transform_edt(~obj, sampling=sampling) <= mm
+    return ndimage.distance_transform_edt(~obj, sampling=mm_per_voxel(spacing)) <= mm
 
 
 def _segment(generalist, slices, boxes, points, keys):
