@@ -5,10 +5,13 @@ and seed-to-seed noise on 7 test scans (~2 Dice points) is larger than most effe
 mean alone says little. la_table1's own table holds the runs of one invocation; this reads every scored run of
 a workdir (``metrics/<run>/<method>.json``, run = ``seed<S>[_rep<r>][_<settings>]``) and prints, per method and
 settings: the metric per run, its mean over runs, and against each reference (the reference method's run of the
-same seed and repetition, without settings) the mean paired difference over runs and the test cases won.
+same seed and repetition) the mean paired difference over runs and the test cases won. A reference is a method
+(its runs without settings) or ``METHOD@SETTINGS`` (its runs with those settings: an ablation of the same seed,
+e.g. ``FMABSTrainer_HER_MV@pl_source=teacher``, the same run with the teacher's own mask as Y_f).
 
     python benchmarks/la_paired.py --workdir /tmp/la_nat
     python benchmarks/la_paired.py --workdir /tmp/la_nat --references SupCrossTrainer --metric hd95
+    python benchmarks/la_paired.py --workdir /tmp/la_nat --references FMABSTrainer_HER_MV@pl_source=teacher
 """
 from __future__ import annotations
 
@@ -44,10 +47,18 @@ def load_scores(workdir: Path, metric: str = "dice") -> dict[tuple[str, str, str
     return scores
 
 
+def reference_key(reference: str) -> tuple[str, str]:
+    """``METHOD`` or ``METHOD@SETTINGS`` -> (settings, method), as the keys of ``load_scores`` spell them."""
+    method, _, settings = reference.partition("@")
+    if not method:
+        raise ValueError(f"reference {reference!r}: expected METHOD or METHOD@SETTINGS")
+    return settings, method
+
+
 def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references: list[str],
                 metric: str = "dice") -> list[dict]:
-    """One row per (settings, method): runs, their means, and per reference the mean over paired runs of the
-    case-mean difference (row - reference) and the cases where the row is better."""
+    """One row per (settings, method): runs, their means, and per reference (``METHOD[@SETTINGS]``) the mean
+    over paired runs of the case-mean difference (row - reference) and the cases where the row is better."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     rows = []
     for settings, method in sorted({(s, m) for _, s, m in scores}):
@@ -56,13 +67,14 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
         row = {"method": method, "settings": settings, "runs": runs, "per_run": means,
                "mean": sum(means) / len(means), "vs": {}}
         for ref in references:
-            if (settings, method) == ("", ref):
+            ref_settings, ref_method = reference_key(ref)
+            if (settings, method) == (ref_settings, ref_method):
                 continue
             diffs, wins, n = [], 0, 0
             for run in runs:
-                if (run, "", ref) not in scores:
+                if (run, ref_settings, ref_method) not in scores:
                     continue
-                ours, theirs = scores[(run, settings, method)], scores[(run, "", ref)]
+                ours, theirs = scores[(run, settings, method)], scores[(run, ref_settings, ref_method)]
                 if set(ours) != set(theirs):
                     raise ValueError(f"run {run}: {method} ({settings or 'no settings'}) and {ref} were scored "
                                      f"on different test scans: {sorted(set(ours) ^ set(theirs))}")
@@ -94,7 +106,8 @@ def markdown(rows: list[dict], references: list[str], metric: str = "dice") -> s
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, required=True, help="la_table1's --workdir")
-    p.add_argument("--references", nargs="+", default=["SupCrossTrainer", "MeanTeacherTrainer"])
+    p.add_argument("--references", nargs="+", default=["SupCrossTrainer", "MeanTeacherTrainer"],
+                   help="methods to pair with: METHOD (its runs without settings) or METHOD@SETTINGS")
     p.add_argument("--metric", default="dice", choices=["dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm"],
                    help="evaluate_folders' per-case key (hd95/asd: voxels of the evaluated grid; *_mm: mm)")
     args = p.parse_args(argv)

@@ -378,6 +378,15 @@ def test_paired_comparison_against_the_references_of_the_same_seed(tmp_path):
     assert hd[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"]["diff"] == pytest.approx(-0.3)
     table = paired.main(["--workdir", str(tmp_path), "--references", "SupCrossTrainer"])
     assert "| `FMABS` | - | seed0, seed1, seed2 | 65.00, 73.00, 90.00 | **76.00** | +4.00 (2 runs; 3 of 4) |" in table
+    # an ablation of the same seed as the reference: FMABS against its own pl_source=teacher run (seed 0 only)
+    ablation = {(r["method"], r["settings"]): r for r in paired.paired_rows(
+        paired.load_scores(tmp_path), ["FMABS@pl_source=teacher"])}
+    assert ablation[("FMABS", "")]["vs"]["FMABS@pl_source=teacher"] == {  # +4, -10: mean -3, wins 1
+        "diff": pytest.approx(-3.0), "wins": 1, "cases": 2, "runs": 1}
+    assert ablation[("FMABS", "pl_source=teacher")]["vs"] == {}  # not compared with itself
+    assert ablation[("SupCrossTrainer", "")]["vs"]["FMABS@pl_source=teacher"]["diff"] == pytest.approx(-3.0)
+    with pytest.raises(ValueError, match="expected METHOD or METHOD@SETTINGS"):
+        paired.paired_rows(paired.load_scores(tmp_path), ["@pl_source=teacher"])
 
 
 def test_paired_comparison_refuses_other_test_scans_and_foreign_folders(tmp_path):
