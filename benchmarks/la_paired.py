@@ -5,7 +5,8 @@ and seed-to-seed noise on 7 test scans (~2 Dice points) is larger than most effe
 mean alone says little. la_table1's own table holds the runs of one invocation; this reads every scored run of
 a workdir (``metrics/<run>/<method>.json``, run = ``seed<S>[_rep<r>][_<settings>]``) and prints, per method and
 settings: the metric per run, its mean over runs, and against each reference (the reference method's run of the
-same seed and repetition) the mean paired difference over runs and the test cases won. A reference is a method
+same seed and repetition) the mean paired difference over runs, the test cases won and the paired t of the
+cases' differences. A reference is a method
 (its runs without settings) or ``METHOD@SETTINGS`` (its runs with those settings: an ablation of the same seed,
 e.g. ``FMABSTrainer_HER_MV@pl_source=teacher``, the same run with the teacher's own mask as Y_f).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 from pathlib import Path
 
 RUN_NAME = re.compile(r"^(seed\d+(?:_rep\d+)?)(?:_(.+))?$")
@@ -55,6 +57,15 @@ def reference_key(reference: str) -> tuple[str, str]:
     return settings, method
 
 
+def paired_t(differences: list[float]) -> float | None:
+    """Paired t statistic of the cases' differences (row - reference, like ``diff``): mean / (sd / sqrt(n));
+    None with fewer than two cases or no spread. A reading aid for 7-14 test scans, not a significance test."""
+    if len(differences) < 2:
+        return None
+    spread = statistics.stdev(differences)
+    return None if spread == 0 else statistics.fmean(differences) / (spread / len(differences) ** 0.5)
+
+
 def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references: list[str],
                 metric: str = "dice") -> list[dict]:
     """One row per (settings, method): runs, their means, and per reference (``METHOD[@SETTINGS]``) the mean
@@ -70,7 +81,7 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
             ref_settings, ref_method = reference_key(ref)
             if (settings, method) == (ref_settings, ref_method):
                 continue
-            diffs, wins, n = [], 0, 0
+            diffs, per_case, wins, n = [], [], 0, 0
             for run in runs:
                 if (run, ref_settings, ref_method) not in scores:
                     continue
@@ -79,10 +90,12 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
                     raise ValueError(f"run {run}: {method} ({settings or 'no settings'}) and {ref} were scored "
                                      f"on different test scans: {sorted(set(ours) ^ set(theirs))}")
                 diffs.append(sum(ours[c] - theirs[c] for c in ours) / len(ours))
+                per_case += [ours[c] - theirs[c] for c in ours]
                 wins += sum(sign * (ours[c] - theirs[c]) > 0 for c in ours)
                 n += len(ours)
             if diffs:
-                row["vs"][ref] = {"diff": sum(diffs) / len(diffs), "wins": wins, "cases": n, "runs": len(diffs)}
+                row["vs"][ref] = {"diff": sum(diffs) / len(diffs), "wins": wins, "cases": n, "runs": len(diffs),
+                                  "t": paired_t(per_case)}
         rows.append(row)
     return rows
 
@@ -90,7 +103,7 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
 def markdown(rows: list[dict], references: list[str], metric: str = "dice") -> str:
     unit = " %" if metric in PERCENT else ""
     head = ["method", "settings", "runs", f"{metric}{unit} per run", "mean"]
-    head += [f"vs {ref} (paired; cases won)" for ref in references]
+    head += [f"vs {ref} (paired; cases won; t)" for ref in references]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"`{r['method']}`", r["settings"] or "-", ", ".join(r["runs"]),
@@ -98,7 +111,8 @@ def markdown(rows: list[dict], references: list[str], metric: str = "dice") -> s
         for ref in references:
             v = r["vs"].get(ref)
             cells.append("-" if v is None else
-                         f"{v['diff']:+.2f} ({v['runs']} run{'s' * (v['runs'] > 1)}; {v['wins']} of {v['cases']})")
+                         f"{v['diff']:+.2f} ({v['runs']} run{'s' * (v['runs'] > 1)}; {v['wins']} of {v['cases']}"
+                         + ("" if v["t"] is None else f"; t {v['t']:+.1f}") + ")")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

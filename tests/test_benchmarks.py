@@ -367,22 +367,27 @@ def test_paired_comparison_against_the_references_of_the_same_seed(tmp_path):
     fm = rows[("FMABS", "")]
     assert fm["runs"] == ["seed0", "seed1", "seed2"]
     assert fm["per_run"] == pytest.approx([65.0, 73.0, 90.0]) and fm["mean"] == pytest.approx(76.0)
-    assert fm["vs"]["SupCrossTrainer"] == {"diff": pytest.approx(4.0), "wins": 3, "cases": 4, "runs": 2}
+    # paired t over the four case differences +10, -10, +12, +4: mean 4, sd sqrt(296 / 3), t = 4 / (sd / 2)
+    assert fm["vs"]["SupCrossTrainer"] == {"diff": pytest.approx(4.0), "wins": 3, "cases": 4, "runs": 2,
+                                           "t": pytest.approx(4 / ((296 / 3) ** 0.5 / 2))}
     assert rows[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"] == {
-        "diff": pytest.approx(3.0), "wins": 1, "cases": 2, "runs": 1}
+        "diff": pytest.approx(3.0), "wins": 1, "cases": 2, "runs": 1, "t": pytest.approx(1.0)}  # +6, 0
     assert rows[("SupCrossTrainer", "")]["vs"] == {}  # not compared with itself
     # a distance: lower is better, so a case wins where it is smaller (seed 0: hd95 3 vs 4 on "a" only)
     hd = {(r["method"], r["settings"]): r for r in paired.paired_rows(
         paired.load_scores(tmp_path, "hd95"), ["SupCrossTrainer"], "hd95")}
     assert hd[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"]["wins"] == 1
     assert hd[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"]["diff"] == pytest.approx(-0.3)
+    assert hd[("FMABS", "pl_source=teacher")]["vs"]["SupCrossTrainer"]["t"] == pytest.approx(-1.0)  # -0.6, 0
     table = paired.main(["--workdir", str(tmp_path), "--references", "SupCrossTrainer"])
-    assert "| `FMABS` | - | seed0, seed1, seed2 | 65.00, 73.00, 90.00 | **76.00** | +4.00 (2 runs; 3 of 4) |" in table
+    assert "| `FMABS` | - | seed0, seed1, seed2 | 65.00, 73.00, 90.00 | **76.00** | +4.00 (2 runs; 3 of 4; t +0.8) |" \
+        in table
     # an ablation of the same seed as the reference: FMABS against its own pl_source=teacher run (seed 0 only)
     ablation = {(r["method"], r["settings"]): r for r in paired.paired_rows(
         paired.load_scores(tmp_path), ["FMABS@pl_source=teacher"])}
     assert ablation[("FMABS", "")]["vs"]["FMABS@pl_source=teacher"] == {  # +4, -10: mean -3, wins 1
-        "diff": pytest.approx(-3.0), "wins": 1, "cases": 2, "runs": 1}
+        "diff": pytest.approx(-3.0), "wins": 1, "cases": 2, "runs": 1, "t": pytest.approx(-3 / (98 / 2) ** 0.5)}
+    assert paired.paired_t([1.0]) is None and paired.paired_t([2.0, 2.0]) is None  # one case; no spread
     assert ablation[("FMABS", "pl_source=teacher")]["vs"] == {}  # not compared with itself
     assert ablation[("SupCrossTrainer", "")]["vs"]["FMABS@pl_source=teacher"]["diff"] == pytest.approx(-3.0)
     with pytest.raises(ValueError, match="expected METHOD or METHOD@SETTINGS"):
