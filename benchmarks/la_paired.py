@@ -6,9 +6,9 @@ mean alone says little. la_table1's own table holds the runs of one invocation; 
 a workdir (``metrics/<run>/<method>.json``, run = ``seed<S>[_rep<r>][_<settings>]``) and prints, per method and
 settings: the metric per run, its mean over runs, and against each reference (the reference method's run of the
 same seed and repetition) the mean paired difference over runs, the test cases won and the paired t of the
-cases' differences. A reference is a method
-(its runs without settings) or ``METHOD@SETTINGS`` (its runs with those settings: an ablation of the same seed,
-e.g. ``FMABSTrainer_HER_MV@pl_source=teacher``, the same run with the teacher's own mask as Y_f).
+cases' differences. A reference is a method (its runs without settings) or ``METHOD@SETTINGS`` (its runs with
+those settings: an ablation of the same seed, e.g. ``FMABSTrainer_HER_MV@pl_source=teacher``, the same run with
+the teacher's own mask as Y_f).
 
     python benchmarks/la_paired.py --workdir /tmp/la_nat
     python benchmarks/la_paired.py --workdir /tmp/la_nat --references SupCrossTrainer --metric hd95
@@ -71,6 +71,7 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
     """One row per (settings, method): runs, their means, and per reference (``METHOD[@SETTINGS]``) the mean
     over paired runs of the case-mean difference (row - reference) and the cases where the row is better."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    keys = {ref: reference_key(ref) for ref in references}
     rows = []
     for settings, method in sorted({(s, m) for _, s, m in scores}):
         runs = sorted(run for run, s, m in scores if (s, m) == (settings, method))
@@ -78,10 +79,10 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
         row = {"method": method, "settings": settings, "runs": runs, "per_run": means,
                "mean": sum(means) / len(means), "vs": {}}
         for ref in references:
-            ref_settings, ref_method = reference_key(ref)
+            ref_settings, ref_method = keys[ref]
             if (settings, method) == (ref_settings, ref_method):
                 continue
-            diffs, per_case, wins, n = [], [], 0, 0
+            diffs, per_case = [], []
             for run in runs:
                 if (run, ref_settings, ref_method) not in scores:
                     continue
@@ -91,11 +92,9 @@ def paired_rows(scores: dict[tuple[str, str, str], dict[str, float]], references
                                      f"on different test scans: {sorted(set(ours) ^ set(theirs))}")
                 diffs.append(sum(ours[c] - theirs[c] for c in ours) / len(ours))
                 per_case += [ours[c] - theirs[c] for c in ours]
-                wins += sum(sign * (ours[c] - theirs[c]) > 0 for c in ours)
-                n += len(ours)
             if diffs:
-                row["vs"][ref] = {"diff": sum(diffs) / len(diffs), "wins": wins, "cases": n, "runs": len(diffs),
-                                  "t": paired_t(per_case)}
+                row["vs"][ref] = {"diff": sum(diffs) / len(diffs), "wins": sum(sign * d > 0 for d in per_case),
+                                  "cases": len(per_case), "runs": len(diffs), "t": paired_t(per_case)}
         rows.append(row)
     return rows
 
