@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true", help="the paper's schedule (for a GPU)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--set", action="append", metavar="FMABS_NAME=VALUE",
-                   help="a run setting on top of the demo's (repeatable), e.g. --set FMABS_AL_SPREAD=0.5")
+                   help="a run setting on top of the demo's (repeatable), e.g. --set FMABS_PL_SOURCE=teacher")
     s.set_defaults(func=_cmd_demo)
     return p
 
