@@ -35,9 +35,17 @@ def gaussian_rampup(t: float, t_max: float) -> float:
     return math.exp(-RAMPUP_STEEPNESS * phase * phase)
 
 
-def lambda_sam(t: float, t_max: float) -> float:
-    """lambda_sam(t) = 0.5 (1 - exp(-5 (1 - t/t_max)^2)) (section 2.2, eq. 3)."""
-    return LAMBDA_SAM_MAX * (1.0 - gaussian_rampup(t, t_max))
+LAMBDA_SAM_SCHEDULES = ("paper", "constant")
+"""FMABS_LAMBDA_SAM_SCHEDULE: ``paper``, eq. 3's decay to 0; ``constant``, 0.5 throughout (measured on the demo,
+benchmarks/README.md "Demo": with the decay, even dense truth as Y_f ended near Sup-cross on 120 iterations)."""
+
+
+def lambda_sam(t: float, t_max: float, schedule: str = "paper") -> float:
+    """lambda_sam(t) = 0.5 (1 - exp(-5 (1 - t/t_max)^2)) (section 2.2, eq. 3); ``schedule="constant"``: 0.5."""
+    if schedule not in LAMBDA_SAM_SCHEDULES:
+        raise ValueError(f"lambda_sam schedule {schedule!r}: use one of {', '.join(LAMBDA_SAM_SCHEDULES)}")
+    decay = 1.0 - gaussian_rampup(t, t_max)
+    return LAMBDA_SAM_MAX * (decay if schedule == "paper" else 1.0)
 
 
 def lambda_c(t: float, t_max: float) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 from nnunet_fmabs import atomic
 from nnunet_fmabs.annotation.rounds import K_PER_ROUND, ROUND_SPREAD, WARMUP_FRACTION
 from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, RECIPES, PromptRecipe
+from nnunet_fmabs.schedules import LAMBDA_SAM_SCHEDULES
 
 
 PL_SOURCES = ("generalist", "teacher", "ground_truth")  # FMABS_PL_SOURCE: the paper's Y_f, then two ablations
@@ -66,6 +67,7 @@ class RunSettings:
     pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
     # trained on (nnunet_fmabs.pseudolabels.quality); off: every round is
     pl_guard_margin: float = 0.05  # how far below the teacher (Dice on the expert's planes) Y_f may be
+    lambda_sam_schedule: str = "paper"  # weight of L_sup^SAM: paper (eq. 3, 0.5 decaying to 0) or constant (0.5)
     epochs: int = 0  # 0: the trainer's default (the paper's 20,000 iterations)
     iterations_per_epoch: int = 0
     val_iterations: int = 0
@@ -144,7 +146,7 @@ def env_name(field_name: str) -> str:
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
     choices = {"prompt_resolution": ("grid", "raw", "auto"), "pl_guard": ("planes", "off"),
-               "pl_source": PL_SOURCES}.get(f.name)
+               "pl_source": PL_SOURCES, "lambda_sam_schedule": LAMBDA_SAM_SCHEDULES}.get(f.name)
     if choices and raw not in choices:
         raise ValueError(f"{env_name(f.name)}={raw!r}: use one of {', '.join(choices)}")
     if f.name == "limit_to_teacher_mm" and raw != "off":

@@ -46,6 +46,17 @@ def test_lambda_sam():
     assert lambda_sam(T_MAX, T_MAX) == 0.0
 
 
+def test_lambda_sam_constant_schedule_holds_the_start_weight():
+    # FMABS_LAMBDA_SAM_SCHEDULE=constant: 0.5 at every t, where eq. 3 gives 0.4966, 0.3567 and 0
+    for t in (0, T_MAX / 2, T_MAX):
+        assert lambda_sam(t, T_MAX, "constant") == 0.5
+    assert lambda_sam(T_MAX / 2, T_MAX, "paper") == lambda_sam(T_MAX / 2, T_MAX)
+    with pytest.raises(ValueError, match="'decay': use one of paper, constant"):
+        lambda_sam(0, T_MAX, "decay")
+    with pytest.raises(ValueError, match="t_max"):
+        lambda_sam(0, 0, "constant")
+
+
 def test_lambda_c():
     assert lambda_c(0, T_MAX) == pytest.approx(0.0006737947, abs=1e-9)  # 0.1 e^-5
     assert lambda_c(T_MAX / 2, T_MAX) == pytest.approx(0.0286504797, abs=1e-9)  # 0.1 e^-1.25

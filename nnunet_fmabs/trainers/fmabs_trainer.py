@@ -154,6 +154,10 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
         elif self.use_sam_loss:
             log(f"FM-ABS {self.settings.recipe().describe()}; training grid spacing "
                 f"{list(self.configuration_manager.spacing)} mm; fusion {self.fusion}")
+        if self.use_sam_loss:
+            log(f"FM-ABS L_sup^SAM weight: lambda_sam {self.settings.lambda_sam_schedule} ("
+                + ("eq. 3, 0.5 decaying to 0" if self.settings.lambda_sam_schedule == "paper" else "0.5 throughout")
+                + ")")
 
     @property
     def pool(self):
@@ -224,7 +228,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
             logits = self.network(data).float()
         consistency = (lambda probs: self._consistency(data, probs, t)) if self.use_consistency else None
         loss, terms = fmabs_loss(logits, target, n_lab, ignore, t, t_max, use_sam_loss=self.use_sam_loss,
-                                 consistency=consistency, gamma=self.nt_dice_gamma, eps=self.nt_dice_eps)
+                                 consistency=consistency, gamma=self.nt_dice_gamma, eps=self.nt_dice_eps,
+                                 lambda_sam_schedule=self.settings.lambda_sam_schedule)
         self._step(loss)
         if self.teacher is not None:
             ema_update(self.teacher, self._student(), alpha=self.ema_alpha)

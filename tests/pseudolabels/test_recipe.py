@@ -172,6 +172,10 @@ def test_recipe_settings_named_and_overridden():
     assert RunSettings.from_environ({}).pl_source == "generalist"  # the paper's Y_f unless an ablation is asked
     with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
+    assert RunSettings.from_environ({}).lambda_sam_schedule == "paper"  # eq. 3 unless asked
+    assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "constant"}).lambda_sam_schedule == "constant"
+    with pytest.raises(ValueError, match="FMABS_LAMBDA_SAM_SCHEDULE='flat': use one of paper, constant"):
+        RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "flat"})
     with pytest.raises(ValueError):
         PromptRecipe(box_growth_mm=-1.0)
 

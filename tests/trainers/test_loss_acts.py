@@ -2,6 +2,7 @@
 switch, the weights at t are eq. 3's, L_c moves the gradients, UA-MT's uncertainty mask is applied."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -98,6 +99,15 @@ def test_y_f_switches_and_weights_act_in_train_step(trainer):
     ua, out_ua = _step(trainer, state, _batch(trainer), 0, uncertainty_aware=True)
     plain, out_plain = _step(trainer, state, _batch(trainer), 0)
     assert out_ua["loss_cons"] != pytest.approx(out_plain["loss_cons"])
+    # FMABS_LAMBDA_SAM_SCHEDULE=constant: at t_max eq. 3 gives lambda_sam 0 (Y_f no longer trains), constant 0.5
+    end_paper, out_end_paper = _step(trainer, state, _batch(trainer), trainer.t_max)
+    assert out_end_paper["lambda_sam"] == 0.0
+    trainer.settings = dataclasses.replace(trainer.settings, lambda_sam_schedule="constant")
+    end_constant, out_end = _step(trainer, state, _batch(trainer), trainer.t_max)
+    assert out_end["lambda_sam"] == 0.5 and out_end["lambda_c"] == pytest.approx(0.1)
+    assert out_end["loss"] == pytest.approx(out_end["loss_cross"] + 0.5 * out_end["loss_sam"]
+                                            + 0.1 * out_end["loss_cons"], rel=1e-5)
+    assert not torch.allclose(end_paper, end_constant)
 
 
 def test_teacher_passes_are_one_batched_call_equal_to_separate_passes(trainer, monkeypatch):
