@@ -96,7 +96,7 @@ def test_batched_device_preprocessing_matches_the_numpy_path(shape):
     assert batch.shape == single.shape == (3, 3, 256, 256) and batch.dtype == torch.float32
     difference = (batch - single).abs()
     # one gray level after min-max is 1 / (max - min) of the resized slice: 1/255 only when it spans 0..255
-    # (area resizing narrows it: (300, 260) spans 244 levels, and an AVX2 CPU rounded one pixel there)
+    # (area resizing narrows it: the (300, 260) slices span 245-246 levels, and an AVX2 CPU rounded a pixel there)
     gray = torch.tensor([1 / max(1, int(np.ptp(resize_area(image, resized_shape_longest(image.shape)))))
                          for image in images]).view(3, 1, 1, 1)
     assert (difference <= gray + 1e-6).all()
