@@ -38,7 +38,8 @@ def gaussian_rampup(t: float, t_max: float) -> float:
 LAMBDA_SAM_SCHEDULES = ("paper", "constant")
 """FMABS_LAMBDA_SAM_SCHEDULE: ``paper``, eq. 3's decay to 0 (the default); ``constant``, 0.5 throughout. On the
 demo (benchmarks/README.md, "Demo") holding the weight added 3-5 Dice with dense truth as Y_f and cost 6 at a seed
-where LiteMedSAM's Y_f, below the teacher, passed the guard: the decay protects a run from a poor Y_f."""
+where LiteMedSAM's Y_f, below the teacher, passed the guard: the decay protects a run from a poor Y_f. On LA (CPU
+protocol) held dense truth gained about 2 Dice, still short of issue 12's bars (benchmarks/README.md, la_table1)."""
 
 
 def lambda_sam(t: float, t_max: float, schedule: str = "paper") -> float:
