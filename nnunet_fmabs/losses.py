@@ -213,14 +213,16 @@ def uncertainty_aware_consistency(student_probs: Tensor, teacher_passes: Sequenc
 
 def fmabs_loss(logits: Tensor, target: Tensor, n_labeled: int, ignore_index: int, t: int, t_max: int, *,
                use_sam_loss: bool = True, consistency=None, gamma: float = NT_DICE_GAMMA,
-               eps: float = NT_DICE_EPS, lambda_sam_schedule: str = "paper") -> tuple[Tensor, dict]:
+               eps: float = NT_DICE_EPS, lambda_sam_schedule: str = "paper",
+               sam_target_trusted: bool = True) -> tuple[Tensor, dict]:
     """L = L_sup^cross + lambda_sam(t) L_sup^SAM + lambda_c(t) L_c (eq. 1, eq. 3) and its terms.
 
     ``logits`` (B, C, *spatial) in fp32, the first ``n_labeled`` samples cross-labeled; ``target`` (B, 2,
     *spatial): channel 0 the cross labels (``ignore_index`` off the three planes), channel 1 Y_f
     (``ignore_index`` or < 0 where unknown). L_sup^SAM is skipped (weight 0) when no voxel has Y_f;
     ``consistency``: None (no L_c) or a function of the student's probabilities returning L_c;
-    ``lambda_sam_schedule``: :func:`~nnunet_fmabs.schedules.lambda_sam`'s ``paper`` (eq. 3) or ``constant``.
+    ``lambda_sam_schedule``: :func:`~nnunet_fmabs.schedules.lambda_sam`'s ``paper`` (eq. 3), ``constant`` or
+    ``guarded`` (held while ``sam_target_trusted``).
     """
     probs = torch.softmax(logits, 1)
     loss_cross = partial_cross_entropy(logits[:n_labeled], target[:n_labeled, 0], ignore_index)
@@ -232,7 +234,7 @@ def fmabs_loss(logits: Tensor, target: Tensor, n_labeled: int, ignore_index: int
         if bool(valid.any()):
             onehot = torch.zeros_like(probs)
             onehot.scatter_(1, torch.where(valid, y_f, 0).long()[:, None], 1.0)
-            w = lambda_sam(t, t_max, lambda_sam_schedule)
+            w = lambda_sam(t, t_max, lambda_sam_schedule, sam_target_trusted)
             loss_sam = noise_tolerant_dice(probs, onehot, gamma=gamma, eps=eps, mask=valid[:, None].float())
             loss = loss + w * loss_sam
             terms.update(loss_sam=loss_sam.detach(), lambda_sam=w)

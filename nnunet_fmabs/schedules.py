@@ -35,19 +35,25 @@ def gaussian_rampup(t: float, t_max: float) -> float:
     return math.exp(-RAMPUP_STEEPNESS * phase * phase)
 
 
-LAMBDA_SAM_SCHEDULES = ("paper", "constant")
-"""FMABS_LAMBDA_SAM_SCHEDULE: ``paper``, eq. 3's decay to 0 (the default); ``constant``, 0.5 throughout. On the
-demo (benchmarks/README.md, "Demo") holding the weight added 3-5 Dice with dense truth as Y_f and cost 6 at a seed
-where LiteMedSAM's Y_f, below the teacher, passed the guard: the decay protects a run from a poor Y_f. On LA (CPU
+LAMBDA_SAM_SCHEDULES = ("paper", "constant", "guarded")
+"""FMABS_LAMBDA_SAM_SCHEDULE: ``paper``, eq. 3's decay to 0 (the default); ``constant``, 0.5 throughout;
+``guarded``, 0.5 while L_sup^SAM's target is trusted and eq. 3 while it is not (the target is trusted before the
+first pseudo-label round, after a round the guard rejected, whose target is then the expert's planes alone, and
+after a round whose Y_f agrees with the expert's planes at least as well as the teacher does:
+:func:`nnunet_fmabs.pseudolabels.quality.sam_target_trusted`). On the demo (benchmarks/README.md, "Demo") holding
+the weight added 3-5 Dice with dense truth as Y_f and cost 6 at a seed where LiteMedSAM's Y_f, below the teacher,
+passed the guard: the decay protects a run from a poor Y_f, which is what ``guarded`` keeps it for. On LA (CPU
 protocol) held dense truth gained about 2 Dice, still short of issue 12's bars (benchmarks/README.md, la_table1)."""
 
 
-def lambda_sam(t: float, t_max: float, schedule: str = "paper") -> float:
-    """lambda_sam(t) = 0.5 (1 - exp(-5 (1 - t/t_max)^2)) (section 2.2, eq. 3); ``schedule="constant"``: 0.5."""
+def lambda_sam(t: float, t_max: float, schedule: str = "paper", target_trusted: bool = True) -> float:
+    """lambda_sam(t) = 0.5 (1 - exp(-5 (1 - t/t_max)^2)) (section 2.2, eq. 3); ``schedule="constant"``: 0.5;
+    ``"guarded"``: 0.5 while ``target_trusted``, eq. 3 otherwise."""
     if schedule not in LAMBDA_SAM_SCHEDULES:
         raise ValueError(f"lambda_sam schedule {schedule!r}: use one of {', '.join(LAMBDA_SAM_SCHEDULES)}")
     decay = 1.0 - gaussian_rampup(t, t_max)
-    return LAMBDA_SAM_MAX * (decay if schedule == "paper" else 1.0)
+    held = schedule == "constant" or (schedule == "guarded" and target_trusted)
+    return LAMBDA_SAM_MAX * (1.0 if held else decay)
 
 
 def lambda_c(t: float, t_max: float) -> float:

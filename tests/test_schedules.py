@@ -51,10 +51,20 @@ def test_lambda_sam_constant_schedule_holds_the_start_weight():
     for t in (0, T_MAX / 2, T_MAX):
         assert lambda_sam(t, T_MAX, "constant") == 0.5
     assert lambda_sam(T_MAX / 2, T_MAX, "paper") == lambda_sam(T_MAX / 2, T_MAX)
-    with pytest.raises(ValueError, match="'decay': use one of paper, constant"):
+    with pytest.raises(ValueError, match="'decay': use one of paper, constant, guarded"):
         lambda_sam(0, T_MAX, "decay")
     with pytest.raises(ValueError, match="t_max"):
         lambda_sam(0, 0, "constant")
+
+
+def test_lambda_sam_guarded_schedule_holds_only_a_trusted_target():
+    # FMABS_LAMBDA_SAM_SCHEDULE=guarded: 0.5 while the target is trusted, eq. 3's 0.4966 / 0.3567 / 0 otherwise
+    for t, paper in ((0, 0.496631027), (T_MAX / 2, 0.356747602), (T_MAX, 0.0)):
+        assert lambda_sam(t, T_MAX, "guarded", target_trusted=True) == 0.5
+        assert lambda_sam(t, T_MAX, "guarded", target_trusted=False) == pytest.approx(paper, abs=1e-8)
+    # the other schedules ignore the verdict
+    assert lambda_sam(T_MAX / 2, T_MAX, "paper", target_trusted=True) == pytest.approx(0.356747602, abs=1e-8)
+    assert lambda_sam(T_MAX / 2, T_MAX, "constant", target_trusted=False) == 0.5
 
 
 def test_lambda_c():

@@ -82,3 +82,17 @@ def round_accepted(agreement: PlaneAgreement, margin: float) -> bool:
     if agreement.voxels == 0 or agreement.yf_total == 0 or agreement.teacher_total == 0:
         return True
     return agreement.dice_yf >= agreement.dice_teacher - margin
+
+
+def sam_target_trusted(last_round: dict | None) -> bool:
+    """Whether L_sup^SAM's target after ``last_round`` (a committed round's summary; None before the first) may
+    keep its full weight under ``FMABS_LAMBDA_SAM_SCHEDULE=guarded``: yes before any round, after a round the guard
+    rejected (the target is then the expert's planes alone), and after one whose Y_f agrees with the expert's
+    planes at least as well as the teacher does (or that had no planes to compare on); no when its Y_f, trained
+    on, agrees less than the teacher: eq. 3's decay then protects the student from it (section 2.2)."""
+    if not last_round or not last_round.get("accepted", True):
+        return True
+    yf, teacher = last_round.get("planes_dice_yf", np.nan), last_round.get("planes_dice_teacher", np.nan)
+    if yf is None or teacher is None or np.isnan(yf) or np.isnan(teacher):
+        return True
+    return float(yf) >= float(teacher)

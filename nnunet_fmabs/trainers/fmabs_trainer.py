@@ -30,10 +30,14 @@ from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.losses import (CONSISTENCY_PERTURBATIONS, EMA_ALPHA, NT_DICE_EPS, NT_DICE_GAMMA, UAMT_PASSES,
                                  consistency_loss, ema_update, fmabs_loss, teacher_probabilities,
                                  uncertainty_aware_consistency)
+from nnunet_fmabs.pseudolabels.quality import sam_target_trusted
 from nnunet_fmabs.settings import RunSettings
 from nnunet_fmabs.trainers.common import AtomicCheckpointMixin, MixedPrecisionMixin, PaperScheduleMixin
 from nnunet_fmabs.trainers.streams import TwoStreamLoader, fmabs_dataloaders
 
+LAMBDA_SAM_DESCRIPTIONS = {"paper": "eq. 3, 0.5 decaying to 0", "constant": "0.5 throughout",
+                           "guarded": "0.5 while the latest round's target is trusted on the expert's planes, "
+                                      "eq. 3 otherwise"}
 __all__ = ["EXIT_AWAITING_EXPERT", "AwaitingExpert", "FMABSTrainer", "LOSS_TERMS", "RUN_METRICS"]
 LOSS_TERMS = ("loss_cross", "loss_sam", "loss_cons", "lambda_sam", "lambda_c")
 RUN_METRICS = ("fmabs_labeled_scans", "fmabs_pl_rounds", "fmabs_pl_dice_yf_planes", "fmabs_pl_dice_teacher_planes",
@@ -72,6 +76,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
         self.campaign: Campaign | None = None
         self._resumed_from_checkpoint = False
         self._pl_failures = 0  # failed pseudo-label rounds in a row, kept across a resume
+        self._sam_target_trusted = True  # FMABS_LAMBDA_SAM_SCHEDULE=guarded: hold lambda_sam (set per round)
         for key in LOSS_TERMS + RUN_METRICS:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
@@ -156,8 +161,7 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
                 f"{list(self.configuration_manager.spacing)} mm; fusion {self.fusion}")
         if self.use_sam_loss:
             log(f"FM-ABS L_sup^SAM weight: lambda_sam {self.settings.lambda_sam_schedule} ("
-                + ("eq. 3, 0.5 decaying to 0" if self.settings.lambda_sam_schedule == "paper" else "0.5 throughout")
-                + ")")
+                + LAMBDA_SAM_DESCRIPTIONS[self.settings.lambda_sam_schedule] + ")")
 
     @property
     def pool(self):
@@ -170,7 +174,17 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
     def _run_due_events(self) -> bool:
         """The campaign's rounds due at this epoch's start (DDP: campaign.distributed); True: new batches."""
         self.iteration = self.current_epoch * self.num_iterations_per_epoch
-        return run_due_distributed(self.campaign, self.iteration, self._student(), self.teacher)
+        changed = run_due_distributed(self.campaign, self.iteration, self._student(), self.teacher)
+        rounds = self.pl_store.rounds if self.use_sam_loss else []
+        trusted = sam_target_trusted(rounds[-1] if rounds else None)
+        if self.settings.lambda_sam_schedule == "guarded" and trusted != self._sam_target_trusted:
+            self.print_to_log_file(
+                f"FM-ABS lambda_sam guarded: from iteration {self.iteration} " + (
+                    "held at 0.5 (L_sup^SAM's target is the expert's planes or a Y_f at least as good as the teacher "
+                    "on them)" if trusted else
+                    "eq. 3's decay (the latest Y_f agrees less with the expert's planes than the teacher)"))
+        self._sam_target_trusted = trusted
+        return changed
 
     def _save_now(self) -> None:
         """Checkpoint at an epoch start so that ``--c`` resumes at this very epoch."""
@@ -229,7 +243,8 @@ class FMABSTrainer(AtomicCheckpointMixin, PaperScheduleMixin, MixedPrecisionMixi
         consistency = (lambda probs: self._consistency(data, probs, t)) if self.use_consistency else None
         loss, terms = fmabs_loss(logits, target, n_lab, ignore, t, t_max, use_sam_loss=self.use_sam_loss,
                                  consistency=consistency, gamma=self.nt_dice_gamma, eps=self.nt_dice_eps,
-                                 lambda_sam_schedule=self.settings.lambda_sam_schedule)
+                                 lambda_sam_schedule=self.settings.lambda_sam_schedule,
+                                 sam_target_trusted=self._sam_target_trusted)
         self._step(loss)
         if self.teacher is not None:
             ema_update(self.teacher, self._student(), alpha=self.ema_alpha)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnunet_fmabs.campaign.pseudo_round import cross_target, pseudo_label_round
-from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, plane_overlap, round_accepted
+from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, plane_overlap, round_accepted, sam_target_trusted
 
 IGNORE = 2
 
@@ -202,3 +202,15 @@ def test_pseudo_label_ablations_train_on_the_teacher_or_the_truth_without_a_gene
                             lambda trainer: types.SimpleNamespace(has_ignore_label=True))
         with pytest.raises(ValueError, match="FMABS_PL_SOURCE=ground_truth .* ignore label"):
             trainer._open_campaign()
+
+
+def test_sam_target_trusted_only_when_yf_is_not_below_the_teacher_on_the_planes():
+    # before any round, and after a rejected round (the target is then the expert's planes): trusted
+    assert sam_target_trusted(None)
+    assert sam_target_trusted({"accepted": False, "planes_dice_yf": 0.40, "planes_dice_teacher": 0.80})
+    # an accepted round: trusted iff Y_f's Dice on the planes >= the teacher's (the guard's margin does not apply)
+    assert sam_target_trusted({"accepted": True, "planes_dice_yf": 0.85, "planes_dice_teacher": 0.85})
+    assert sam_target_trusted({"accepted": True, "planes_dice_yf": 0.91, "planes_dice_teacher": 0.85})
+    assert not sam_target_trusted({"accepted": True, "planes_dice_yf": 0.826, "planes_dice_teacher": 0.848})
+    # nothing to compare on (no planes): nothing says Y_f is worse
+    assert sam_target_trusted({"accepted": True, "planes_dice_yf": float("nan"), "planes_dice_teacher": 0.8})

@@ -174,7 +174,8 @@ def test_recipe_settings_named_and_overridden():
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
     assert RunSettings.from_environ({}).lambda_sam_schedule == "paper"  # eq. 3 unless asked
     assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "constant"}).lambda_sam_schedule == "constant"
-    with pytest.raises(ValueError, match="FMABS_LAMBDA_SAM_SCHEDULE='flat': use one of paper, constant"):
+    assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "guarded"}).lambda_sam_schedule == "guarded"
+    with pytest.raises(ValueError, match="FMABS_LAMBDA_SAM_SCHEDULE='flat': use one of paper, constant, guarded"):
         RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "flat"})
     with pytest.raises(ValueError):
         PromptRecipe(box_growth_mm=-1.0)

@@ -108,6 +108,12 @@ def test_y_f_switches_and_weights_act_in_train_step(trainer):
     assert out_end["loss"] == pytest.approx(out_end["loss_cross"] + 0.5 * out_end["loss_sam"]
                                             + 0.1 * out_end["loss_cons"], rel=1e-5)
     assert not torch.allclose(end_paper, end_constant)
+    # guarded: the constant step while the latest round's target is trusted, eq. 3's step when it is not
+    trainer.settings = dataclasses.replace(trainer.settings, lambda_sam_schedule="guarded")
+    for trusted, expected, weight in ((True, end_constant, 0.5), (False, end_paper, 0.0)):
+        trainer._sam_target_trusted = trusted
+        end_guarded, out_guarded = _step(trainer, state, _batch(trainer), trainer.t_max)
+        assert out_guarded["lambda_sam"] == weight and torch.allclose(end_guarded, expected)
 
 
 def test_teacher_passes_are_one_batched_call_equal_to_separate_passes(trainer, monkeypatch):
@@ -188,3 +194,26 @@ def test_checkpoint_holds_nnunets_own_keys_and_ours(trainer, monkeypatch, tmp_pa
     trainer._pl_failures = 0
     trainer.load_checkpoint(str(tmp_path / "checkpoint.pth"))  # the failed-round counter survives a resume
     assert trainer._pl_failures == 2
+
+
+def test_guarded_schedule_follows_the_latest_committed_round(trainer, monkeypatch):
+    """FMABS_LAMBDA_SAM_SCHEDULE=guarded: at each epoch start the trainer reads the latest round's verdict
+    (nnunet_fmabs.pseudolabels.quality.sam_target_trusted) and logs when the weight's rule changes."""
+    from types import SimpleNamespace
+
+    from nnunet_fmabs.trainers import fmabs_trainer
+
+    store = SimpleNamespace(rounds=[])
+    monkeypatch.setattr(trainer, "campaign", SimpleNamespace(pl_store=store))
+    monkeypatch.setattr(fmabs_trainer, "run_due_distributed", lambda *a: False)
+    logged = []
+    monkeypatch.setattr(trainer, "print_to_log_file", lambda *a, **k: logged.append(" ".join(map(str, a))))
+    trainer.settings = dataclasses.replace(trainer.settings, lambda_sam_schedule="guarded")
+    trainer._run_due_events()
+    assert trainer._sam_target_trusted and not logged  # no round yet: held, nothing changed
+    store.rounds.append({"accepted": True, "planes_dice_yf": 0.826, "planes_dice_teacher": 0.848})
+    trainer._run_due_events()
+    assert not trainer._sam_target_trusted and "eq. 3's decay" in logged[-1]
+    store.rounds.append({"accepted": False, "planes_dice_yf": 0.6, "planes_dice_teacher": 0.8})
+    trainer._run_due_events()
+    assert trainer._sam_target_trusted and "held at 0.5" in logged[-1]
