@@ -407,3 +407,29 @@ def test_paired_comparison_refuses_other_test_scans_and_foreign_folders(tmp_path
     _write_metrics(tmp_path, "old_run", "FMABS", {"a": 0.6})
     with pytest.raises(ValueError, match="old_run: not a la_table1 run folder"):
         paired.load_scores(tmp_path)
+
+
+def _write_demo_metrics(workdir: Path, trainer: str, dice: dict[str, float]) -> None:
+    folder = workdir / "predictions" / trainer
+    folder.mkdir(parents=True)
+    (folder / "fmabs_metrics.json").write_text(json.dumps({"cases": {c: {"1": {"dice": d}} for c, d in dice.items()}}))
+
+
+def test_demo_seeds_scores_the_demos_own_scans_and_all_of_them(tmp_path):
+    seeds = _load("demo_seeds")
+    # 10 test scans: the demo's 8 (000-007) and two more; FM-ABS 0.1 above Sup cross on the first 8, 0.3 below on
+    # the last two (0.2 vs 0.5 there): first 8 +10.00, all (8 * 0.1 - 2 * 0.3) / 10 = +2.00, wins 8 of 10
+    cases = [f"phantom_test_{i:03d}" for i in range(10)]
+    sup = {c: 0.5 for c in cases}
+    fm = {c: (0.6 if i < 8 else 0.2) for i, c in enumerate(cases)}
+    _write_demo_metrics(tmp_path, "SupCrossTrainer", sup)
+    _write_demo_metrics(tmp_path, "FMABSTrainer_HER_MV", fm)
+    text = seeds.summary(tmp_path, 3, ["FMABS_LAMBDA_SAM_SCHEDULE=guarded"])
+    lines = text.splitlines()
+    assert "seed 3" in lines[0] and "FMABS_LAMBDA_SAM_SCHEDULE=guarded" in lines[0]
+    assert "first 8 test scans" in lines[0] and "all 10" in lines[0]
+    assert lines[1].split()[1:] == ["60.00", "/", "52.00"]  # FM-ABS: (8 * 0.6 + 2 * 0.2) / 10
+    assert lines[2].split()[1:] == ["50.00", "/", "50.00"]
+    assert "+10.00 /  +2.00" in lines[3] and "wins 8 of 10" in lines[3]
+    with pytest.raises(SystemExit):
+        seeds.main(["--workdir", str(tmp_path / "w"), "--n-test", "4"])  # fewer than the demo's 8
