@@ -42,7 +42,8 @@ first pseudo-label round, after a round the guard rejected, whose target is then
 after a round whose Y_f agrees with the expert's planes at least as well as the teacher does:
 :func:`nnunet_fmabs.pseudolabels.quality.sam_target_trusted`). On the demo (benchmarks/README.md, "Demo") holding
 the weight added 3-5 Dice with dense truth as Y_f and cost 6 at a seed where LiteMedSAM's Y_f, below the teacher,
-passed the guard: the decay protects a run from a poor Y_f, which is what ``guarded`` keeps it for. On LA (CPU
+passed the guard: the decay protects a run from a poor Y_f, which is what ``guarded`` keeps it for (measured on the
+demo, seeds 0-2: it took that loss back and ended level with eq. 3, -0.1 Dice, so eq. 3 stays the default). On LA (CPU
 protocol) held dense truth gained about 2 Dice, still short of issue 12's bars (benchmarks/README.md, la_table1)."""
 
 
