@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nnunet_fmabs import demo
 
-DEMO_TEST_SCANS = 8  # the demo's default setting scores phantom_test_000 .. 007
+DEMO_TEST_SCANS = demo.SETTINGS["default"].n_test  # the demo scores phantom_test_000 .. (this - 1)
 
 
 def per_case_dice(workdir: Path, trainer: str) -> dict[str, float]:
@@ -32,7 +32,8 @@ def per_case_dice(workdir: Path, trainer: str) -> dict[str, float]:
 def summary(workdir: Path, seed: int, overrides: list[str]) -> str:
     dice = {m: per_case_dice(workdir, m) for m in demo.METHODS}
     cases = sorted(dice[demo.FMABS])
-    first = [c for c in cases if c in {f"phantom_test_{i:03d}" for i in range(DEMO_TEST_SCANS)}]
+    demo_cases = {f"phantom_test_{i:03d}" for i in range(DEMO_TEST_SCANS)}  # make_phantom's test case names
+    first = [c for c in cases if c in demo_cases]
     lines = [f"seed {seed}, default setting{' with ' + ' '.join(overrides) if overrides else ''}; Dice %, "
              f"first {len(first)} test scans (the demo's) / all {len(cases)}:"]
     for m in demo.METHODS:
