@@ -33,14 +33,16 @@ class VolumeLabels:
 def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: np.random.Generator, *,
                  spacing: Sequence[float] | None = None, fusion: str = "MV",
                  recipe: PromptRecipe | None = None, cache_key: tuple | None = None,
-                 only_slices: Sequence[Sequence[int]] | None = None) -> VolumeLabels:
+                 only_slices: Sequence[Sequence[int]] | None = None, extent=None) -> VolumeLabels:
     """Y_a, Y_c, Y_s from the generalist prompted by ``teacher_mask``, and Y_f = fuse(...) (2.2).
 
     ``image``: one channel of the scan (3D), on the teacher mask's grid; ``spacing``: mm per voxel along
     its axes (None: 1 mm, i.e. the recipe's millimetres are voxels); ``recipe``: how prompts are built
     (default :data:`DEFAULT_RECIPE`, the measured best); ``cache_key`` identifies the scan for the
     generalist's embedding cache (view and slice index are appended per slice); ``only_slices``: per
-    view, the slice indices that may be prompted (None: every slice of the teacher's object).
+    view, the slice indices that may be prompted (None: every slice of the teacher's object); ``extent``: the
+    expert's planes of a labeled scan (:class:`nnunet_fmabs.pseudolabels.expert_bounds.ExpertExtent`), which bound
+    the boxes where the recipe's ``expert_bounds_mm`` is set.
     """
     if image.shape != teacher_mask.shape:
         raise ValueError(f"image {image.shape} and teacher mask {teacher_mask.shape} differ in shape")
@@ -48,7 +50,7 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
     teacher_mask = np.asarray(teacher_mask).astype(bool)
     obj = prompt_object(teacher_mask, recipe)  # once per scan: prompts and the limit of Y_f
     prompts_per_view = teacher_prompts(teacher_mask, rng, recipe, mm_per_voxel(spacing),
-                                       only_slices=only_slices, obj=obj)
+                                       only_slices=only_slices, obj=obj, extent=extent)
     views, scores = [], []
     n_prompted = 0
     for axis, prompts in enumerate(prompts_per_view):

@@ -57,7 +57,9 @@ class PromptRecipe:
     ``smooth_mm``: Y_f's surface smoothed after fusion (:func:`nnunet_fmabs.pseudolabels.labeler.smooth_fused`:
     a Gaussian of this sigma in mm over the fused mask, kept where >= 0.5, then its main object with the
     ``min_object_fraction`` rule), so that stitched 2D answers leave no slice-to-slice jag and no specks for the
-    student to learn (0: off, the paper's fused mask as is).
+    student to learn (0: off, the paper's fused mask as is). ``expert_bounds_mm``: on a scan the expert labeled,
+    every box is bounded by the object's extent on the expert's planes plus this margin
+    (:mod:`nnunet_fmabs.pseudolabels.expert_bounds`; None: off, the teacher alone prompts).
     """
 
     name: str = "custom"
@@ -71,6 +73,7 @@ class PromptRecipe:
     core_mm: float = 0.0
     refine_steps: int = 0
     smooth_mm: float = 0.0
+    expert_bounds_mm: float | None = None
 
     def __post_init__(self):
         if not (self.box_growth_mm >= 0 and math.isfinite(self.box_growth_mm)):
@@ -87,6 +90,8 @@ class PromptRecipe:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.limit_to_teacher_mm is not None and not self.limit_to_teacher_mm >= 0:
             raise ValueError(f"limit_to_teacher_mm must be None or >= 0, got {self.limit_to_teacher_mm!r}")
+        if self.expert_bounds_mm is not None and not (self.expert_bounds_mm >= 0 and math.isfinite(self.expert_bounds_mm)):
+            raise ValueError(f"expert_bounds_mm must be None or a finite number >= 0, got {self.expert_bounds_mm!r}")
 
     def with_(self, **changes) -> "PromptRecipe":
         """A copy with some fields changed (named "custom" unless ``name`` is given)."""
@@ -106,6 +111,8 @@ class PromptRecipe:
         refine = f"; prompted again by its own Y_f {self.refine_steps}x" if self.refine_steps else ""
         smooth = (f"; Y_f smoothed (Gaussian sigma {self.smooth_mm:g} mm, main object)" if self.smooth_mm > 0
                   else "")
+        if self.expert_bounds_mm is not None:
+            smooth += f"; on labeled scans boxes bounded by the expert's planes +- {self.expert_bounds_mm:g} mm"
         return (f"prompt recipe {self.name!r}: box of the {filt}, grown 0-{self.box_growth_mm:g} mm per side; "
                 f"slices with an object under {self.min_slice_area_mm2:g} mm^2 unprompted; points: {points}; "
                 f"Y_f {limit}{refine}{smooth}")
@@ -293,11 +300,14 @@ def teacher_prompts(
     n_points: int | None = None,
     only_slices: Sequence[Sequence[int]] | None = None,
     obj: NDArray[np.bool_] | None = None,
+    extent=None,
 ) -> list[list[tuple[int, SlicePrompt]]]:
     """Prompts of the three views (array axes 0, 1, 2) of P^t following ``recipe``; ``spacing``: mm per
     voxel along the mask's axes. ``n_points`` (when the recipe leaves it to the generalist): points per
     slice. ``only_slices``: per view, the slice indices that may be prompted (None: all). ``obj``: the
-    object :func:`prompt_object` already computed for this mask (else computed here).
+    object :func:`prompt_object` already computed for this mask (else computed here). ``extent``: the expert's
+    planes of this scan (:class:`nnunet_fmabs.pseudolabels.expert_bounds.ExpertExtent`), used when the recipe's
+    ``expert_bounds_mm`` is set.
     Returns, per view, (slice index, prompt) in increasing index order."""
     mask = np.asarray(mask3d) != 0
     if mask.ndim != 3:
@@ -307,6 +317,11 @@ def teacher_prompts(
         raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
     points = recipe.n_points if recipe.n_points is not None else (N_POINTS if n_points is None else n_points)
     obj = prompt_object(mask, recipe) if obj is None else obj
+    bounds = None
+    if extent is not None and recipe.expert_bounds_mm is not None:
+        from nnunet_fmabs.pseudolabels.expert_bounds import BoundedPrompts
+
+        bounds = BoundedPrompts(extent, recipe.expert_bounds_mm, spacing)
     if recipe.core_mm > 0:
         obj = object_core(obj, recipe.core_mm, spacing)
     views = []
@@ -319,13 +334,18 @@ def teacher_prompts(
         candidates = np.flatnonzero(obj.any(axis=others))
         if only_slices is not None:
             candidates = candidates[np.isin(candidates, np.asarray(list(only_slices[axis]), dtype=np.int64))]
+        if bounds is not None:
+            candidates = bounds.candidates(axis, candidates, obj.shape[axis])
         for index in candidates:
             plane = np.take(obj, index, axis=axis)
             if recipe.object_filter:
                 plane = slice_object(plane, recipe.min_slice_fraction)
             if plane.sum() < min_pixels:
-                continue
-            prompt = slice_prompts(plane, rng, growth, points)
+                if bounds is None:
+                    continue
+                plane = np.zeros_like(plane)
+            prompt = slice_prompts(plane, rng, growth, points) if bounds is None else \
+                bounds.slice_prompt(axis, int(index), plane, rng, growth, points)
             if prompt is not None:
                 prompts.append((int(index), prompt))
         views.append(prompts)
