@@ -58,6 +58,8 @@ class RunSettings:
     core_mm: float = DEFAULT_RECIPE.core_mm  # boxes around the object without its outer core_mm
     refine_steps: int = DEFAULT_RECIPE.refine_steps  # the generalist prompted again by its own Y_f
     smooth_mm: float = DEFAULT_RECIPE.smooth_mm  # Y_f's surface smoothed (Gaussian sigma in mm, main object); 0: off
+    expert_bounds_mm: str = _off_or(DEFAULT_RECIPE.expert_bounds_mm)  # off | on labeled scans, boxes bounded by the
+    # object's extent on the expert's planes +- this margin in mm (nnunet_fmabs.pseudolabels.expert_bounds)
     prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
     # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail);
     # auto: raw where the raw image is there and finer, the grid's slices otherwise
@@ -73,6 +75,12 @@ class RunSettings:
     val_iterations: int = 0
     seed: int = 12345
     tta: int = 1  # 0: no mirroring in nnU-Net's final validation and in the checkpoint's inference settings
+
+    def __post_init__(self):
+        if self.expert_bounds_mm != "off" and self.prompt_resolution != "grid":
+            raise ValueError(f"{env_name('expert_bounds_mm')}={self.expert_bounds_mm} bounds the prompts of the training "
+                             f"grid's slices: it needs {env_name('prompt_resolution')}=grid, not "
+                             f"{self.prompt_resolution!r}")
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None, **defaults: Any) -> "RunSettings":
@@ -95,11 +103,12 @@ class RunSettings:
         was overridden, then "custom")."""
         base = RECIPES[self.prompt_recipe]
         n_points = None if self.n_points == "auto" else int(self.n_points)
-        limit = None if self.limit_to_teacher_mm == "off" else float(self.limit_to_teacher_mm)
+        limit, bounds = (None if v == "off" else float(v) for v in (self.limit_to_teacher_mm, self.expert_bounds_mm))
         recipe = base.with_(name=base.name, box_growth_mm=float(self.box_growth_mm),
                             object_filter=bool(self.object_filter), min_slice_area_mm2=float(self.min_slice_area_mm2),
                             n_points=n_points, limit_to_teacher_mm=limit, core_mm=float(self.core_mm),
-                            refine_steps=int(self.refine_steps), smooth_mm=float(self.smooth_mm))
+                            refine_steps=int(self.refine_steps), smooth_mm=float(self.smooth_mm),
+                            expert_bounds_mm=bounds)
         return recipe if recipe == base else recipe.with_()
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +145,8 @@ def _recipe_defaults(name: str) -> dict[str, Any]:
             "min_slice_area_mm2": recipe.min_slice_area_mm2,
             "n_points": "auto" if recipe.n_points is None else str(recipe.n_points),
             "limit_to_teacher_mm": _off_or(recipe.limit_to_teacher_mm), "core_mm": recipe.core_mm,
-            "refine_steps": recipe.refine_steps, "smooth_mm": recipe.smooth_mm}
+            "refine_steps": recipe.refine_steps, "smooth_mm": recipe.smooth_mm,
+            "expert_bounds_mm": _off_or(recipe.expert_bounds_mm)}
 
 
 def env_name(field_name: str) -> str:
@@ -149,9 +159,9 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
                "pl_source": PL_SOURCES, "lambda_sam_schedule": LAMBDA_SAM_SCHEDULES}.get(f.name)
     if choices and raw not in choices:
         raise ValueError(f"{env_name(f.name)}={raw!r}: use one of {', '.join(choices)}")
-    if f.name == "limit_to_teacher_mm" and raw != "off":
+    if f.name in ("limit_to_teacher_mm", "expert_bounds_mm") and raw != "off":
         try:
-            if not float(raw) >= 0:
+            if not 0 <= float(raw) < float("inf"):
                 raise ValueError
         except ValueError:
             raise ValueError(f"{env_name(f.name)}={raw!r}: use 'off' or a distance in mm >= 0") from None

@@ -14,6 +14,7 @@ import numpy as np
 from nnunet_fmabs.annotation.pool import CrossAnnotation
 from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.progress import progress
+from nnunet_fmabs.pseudolabels.expert_bounds import ExpertExtent
 from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
 from nnunet_fmabs.pseudolabels.labeler import VolumeLabels, dice, label_volume, label_volume_fine
 from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
@@ -54,6 +55,17 @@ def raw_for_prompts(source, case: str, props: dict, shape, required: bool = True
     return raw, spacing, geometry.pp_index_maps()
 
 
+def expert_bounded(recipe, case: str, sources: dict) -> bool:
+    """Whether the recipe bounds this scan's boxes by the expert's planes (a cross-labeled scan)."""
+    return recipe.expert_bounds_mm is not None and case in sources and sources[case][0] == "cross"
+
+
+def expert_extent(recipe, case: str, sources: dict) -> ExpertExtent | None:
+    """The expert's planes of a scan whose boxes the recipe bounds by them (else None)."""
+    return ExpertExtent.from_cross(CrossAnnotation.load(sources[case][1])) if expert_bounded(recipe, case, sources) \
+        else None
+
+
 def labels_without_generalist(pl_source: str, teacher_mask: np.ndarray, seg, case: str) -> VolumeLabels:
     """FMABS_PL_SOURCE's ablations: Y_f (and the three views) = the teacher's own mask (``teacher``:
     self-training, what the generalist adds is the difference) or the scan's dense truth (``ground_truth``:
@@ -76,7 +88,7 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     sources = campaign.label_sources()
     done = store.done_cases(partial)
     simulation = not source.has_ignore_label
-    stats = {"dice_yf": [], "dice_teacher": [], "prompted_slices": 0, "raw_slice_cases": 0}
+    stats = {"dice_yf": [], "dice_teacher": [], "dice_yf_bounded": [], "prompted_slices": 0, "raw_slice_cases": 0}
     figure_case = None
     recipe = settings.recipe()
     cases = campaign.pool.training_cases if cases is None else cases
@@ -89,11 +101,17 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         cache_key = (*source.cache_prefix, case)
         raw = None if settings.prompt_resolution == "grid" or generalist is None else \
             raw_for_prompts(source, case, props, teacher_mask.shape, required=settings.prompt_resolution == "raw")
+        extent = expert_extent(recipe, case, sources) if generalist is not None else None
+        guard_fused = None  # what the guard judges, when it is not the Y_f trained on
         if generalist is None:
             labels = labels_without_generalist(settings.pl_source, teacher_mask, seg, case)
         elif raw is None:
             labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
-                                  spacing=source.spacing, recipe=recipe, cache_key=cache_key)
+                                  spacing=source.spacing, recipe=recipe, cache_key=cache_key, extent=extent)
+            if extent is not None:  # the guard judges the teacher-prompted Y_f: bounded boxes saw the planes
+                guard_fused = label_volume(np.asarray(data[0]), teacher_mask, generalist, np.random.default_rng(
+                    [settings.seed, 7919 + index, zlib.crc32(case.encode()), 1]), fusion=campaign.fusion,
+                    spacing=source.spacing, recipe=recipe, cache_key=cache_key).fused
         else:
             stats["raw_slice_cases"] += 1
             labels = label_volume_fine(raw[0], teacher_mask, generalist, rng, raw[2], fine_spacing=raw[1],
@@ -103,7 +121,8 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         planes = None
         if case in sources:  # on the expert's slices the expert's labels replace Y_f
             cross = cross_target(source, case, sources, teacher_mask.shape)
-            planes = PlaneAgreement.of_case(labels.fused, teacher_mask, cross, source.ignore_value).as_array()
+            planes = PlaneAgreement.of_case(labels.fused if guard_fused is None else guard_fused, teacher_mask, cross,
+                                            source.ignore_value).as_array()
             y_f = apply_expert_labels(labels.fused, cross, source.ignore_value)
         store.save_case(partial, case, y_f, teacher_mask, planes)
         kill_point("pseudo_label_case")
@@ -112,6 +131,8 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
             gt = np.asarray(seg[0][:]) > 0
             stats["dice_yf"].append(dice(y_f > 0, gt))
             stats["dice_teacher"].append(dice(teacher_mask, gt))
+            if extent is not None:
+                stats["dice_yf_bounded"].append(stats["dice_yf"][-1])
         if figure_case is None:
             figure_case = (case, np.asarray(data[0]), teacher_mask, labels,
                            np.asarray(seg[0][:]) > 0 if simulation else None)
@@ -120,7 +141,10 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
 
 def guard_round(campaign, partial: Path) -> dict:
     """The round guard (nnunet_fmabs.pseudolabels.quality): Y_f and teacher against the expert's planes;
-    a rejected round trains on the expert's planes only (Y_f kept in the files as ``y_generalist``)."""
+    a rejected round trains on the expert's planes only (Y_f kept in the files as ``y_generalist``). With
+    FMABS_EXPERT_BOUNDS_MM the guard judges the teacher-prompted Y_f (:func:`label_cases`), and a rejection leaves
+    the Y_f of the labeled scans, whose boxes the expert's planes bounded, as it is: the planes cannot judge a Y_f
+    prompted from them, and the teacher did not prompt it."""
     store: PseudoLabelStore = campaign.pl_store
     settings, source = campaign.settings, campaign.source
     sources = campaign.label_sources()
@@ -130,7 +154,12 @@ def guard_round(campaign, partial: Path) -> dict:
            "planes_voxels": agreement.voxels, "accepted": bool(accepted)}
     if not accepted:
         ignore = source.ignore_value
+        recipe = settings.recipe()
+        kept = [c for c in store.done_cases(partial) if settings.pl_source == "generalist" and
+                expert_bounded(recipe, c, sources)]
         for case in store.done_cases(partial):
+            if case in kept:  # prompted by the expert's planes, not by the teacher the guard judged
+                continue
             with np.load(partial / f"{case}.npz") as z:
                 shape = z["y"].shape
             fallback = np.full(shape, ignore, dtype=np.uint8)
@@ -141,7 +170,8 @@ def guard_round(campaign, partial: Path) -> dict:
         campaign.log(
             f"pseudo-label round REJECTED by the guard: on the expert's planes Y_f Dice {agreement.dice_yf:.3f} "
             f"< teacher {agreement.dice_teacher:.3f} - {settings.pl_guard_margin:g}; this round trains "
-            "L_sup^SAM on the expert's planes only")
+            "L_sup^SAM on the expert's planes only" + (f", and on the Y_f of {len(kept)} scans whose boxes the "
+                                                       "expert's planes bounded" if kept else ""))
     return out
 
 
@@ -183,6 +213,7 @@ def merge_stats(parts) -> dict:
     """The stats of :func:`label_cases` over several shares of the scans."""
     return {"dice_yf": [d for p in parts for d in p["dice_yf"]],
             "dice_teacher": [d for p in parts for d in p["dice_teacher"]],
+            "dice_yf_bounded": [d for p in parts for d in p.get("dice_yf_bounded", [])],
             "prompted_slices": sum(p["prompted_slices"] for p in parts),
             "raw_slice_cases": sum(p["raw_slice_cases"] for p in parts)}
 
@@ -195,6 +226,8 @@ def finish_round(campaign, t: int, reason: str, index: int, partial: Path, stats
     if stats["dice_yf"]:
         summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
         summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))
+    if stats.get("dice_yf_bounded"):  # the labeled scans' Y_f, boxes bounded by the expert's planes
+        summary["mean_dice_yf_bounded"] = float(np.mean(stats["dice_yf_bounded"]))
     summary.update(guard_round(campaign, partial))
     kill_point("before_pseudo_label_commit")
     final = campaign.pl_store.commit_round(index, partial, iteration=t, reason=reason, stats=summary)

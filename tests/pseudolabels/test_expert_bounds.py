@@ -71,3 +71,15 @@ def test_recipe_refuses_a_bad_margin():
     with pytest.raises(ValueError, match="expert_bounds_mm"):
         PromptRecipe(expert_bounds_mm=-1.0)
     assert "expert's planes +- 2.5 mm" in DEFAULT_RECIPE.with_(expert_bounds_mm=2.5).describe()
+
+
+def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
+    from nnunet_fmabs.settings import RunSettings
+
+    assert RunSettings.from_environ({}).recipe().expert_bounds_mm is None  # off unless asked
+    bounded = RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "2.5"}).recipe()
+    assert (bounded.expert_bounds_mm, bounded.name) == (2.5, "custom")
+    with pytest.raises(ValueError, match="FMABS_EXPERT_BOUNDS_MM='-1'"):
+        RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "-1"})
+    with pytest.raises(ValueError, match="needs FMABS_PROMPT_RESOLUTION=grid"):
+        RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "2.5", "FMABS_PROMPT_RESOLUTION": "raw"})

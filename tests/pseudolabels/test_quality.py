@@ -214,3 +214,45 @@ def test_sam_target_trusted_only_when_yf_is_not_below_the_teacher_on_the_planes(
     assert not sam_target_trusted({"accepted": True, "planes_dice_yf": 0.826, "planes_dice_teacher": 0.848})
     # nothing to compare on (no planes): nothing says Y_f is worse
     assert sam_target_trusted({"accepted": True, "planes_dice_yf": float("nan"), "planes_dice_teacher": 0.8})
+
+
+class _BoxFill:
+    """A generalist that fills its box: Y_f is the boxes' MV, worse than a true teacher on the expert's planes."""
+
+    def segment(self, slices, boxes, points=None):
+        out = []
+        for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+            m = np.zeros(np.shape(image), bool)
+            m[y0:y1 + 1, x0:x1 + 1] = True
+            out.append(m)
+        return out
+
+
+def test_expert_bounded_scans_keep_their_y_f_when_the_guard_rejects_the_teachers(trainer_inputs, phantom_nnunet,
+                                                                                monkeypatch, tmp_path):
+    """FMABS_EXPERT_BOUNDS_MM: the guard judges the teacher-prompted Y_f (a second, unbounded call on each labeled
+    scan); its rejection sends the unlabeled scans to "unknown" and leaves the labeled scans' bounded Y_f."""
+    from nnunet_fmabs.pseudolabels import labeler
+    from nnunet_fmabs.pseudolabels.expert_bounds import ExpertExtent
+
+    trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_EXPERT_BOUNDS_MM="0",
+                                           FMABS_BOX_GROWTH_MM="0", FMABS_LIMIT_TO_TEACHER_MM="off",
+                                           nnUNet_results=str(tmp_path))
+    trainer.campaign._generalist = _BoxFill()
+    calls = []
+    original = labeler.label_volume
+    monkeypatch.setattr("nnunet_fmabs.campaign.pseudo_round.label_volume",
+                        lambda *a, **k: calls.append(k.get("extent")) or original(*a, **k))
+    summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
+    labeled = trainer.pool.labeled_cases
+    n_cases = len(trainer.campaign.pool.training_cases)
+    assert len(calls) == n_cases + len(labeled) and sum(isinstance(c, ExpertExtent) for c in calls) == len(labeled)
+    assert summary["accepted"] is False and summary["planes_dice_teacher"] == 1.0
+    assert 0 < summary["mean_dice_yf_bounded"] < 1
+    for path in sorted(trainer.pl_store.latest_dir.glob("*.npz")):
+        with np.load(path) as z:
+            y = z["y"]
+            if path.stem in labeled:  # trained on: the bounded Y_f with the expert's planes put back
+                assert "y_generalist" not in z and (y == 1).sum() > 0 and not (y == trainer.ignore_value).any()
+            else:
+                assert (y == trainer.ignore_value).all()
