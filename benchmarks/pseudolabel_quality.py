@@ -13,7 +13,9 @@ the CPU protocol's 1.5 mm grid and at the native 0.625 mm, for
 
 Every recipe reuses one embedding cache (the image encoder runs once per slice, each further recipe
 costs the mask decoder only). Fusions are computed from the same three view masks: MV, UA, and the
-guards that compare with the teacher (``MV&T+d``: MV inside the teacher dilated by d mm). The printed
+guards that compare with the teacher (``MV&T+d``: MV inside the teacher dilated by d mm). Recipes with
+``expert bounds`` treat the scan as labeled: the simulated expert's bbox-middle planes of its truth bound the
+boxes (``FMABS_EXPERT_BOUNDS_MM``; in training only the labeled scans have them). The printed
 table is what benchmarks/README.md shows; ``--json`` keeps every case.
 
     python benchmarks/pseudolabel_quality.py --cases 4 --resolutions 1.5 native
@@ -37,6 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_fmabs.data.la import IMAGE_FOLDER, LA_SPACING_MM, H5_NAME, load_la_case, read_case_list, resample_case  # noqa: E402
 from nnunet_fmabs.pseudolabels.fusion import fuse  # noqa: E402
+from nnunet_fmabs.annotation.pool import CrossAnnotation  # noqa: E402
+from nnunet_fmabs.annotation.slices import select_slices  # noqa: E402
+from nnunet_fmabs.pseudolabels.expert_bounds import ExpertExtent  # noqa: E402
 from nnunet_fmabs.pseudolabels.labeler import dice, label_volume, label_volume_fine  # noqa: E402
 from nnunet_fmabs.pseudolabels.prompts import DEFAULT_RECIPE, PAPER_RECIPE, PromptRecipe  # noqa: E402
 
@@ -76,6 +81,13 @@ RECIPE_GRID: dict[str, PromptRecipe] = {
     "default, core 2.5 mm": DEFAULT_RECIPE.with_(core_mm=2.5),
     "default, core 2.5 mm, within 0 mm": DEFAULT_RECIPE.with_(core_mm=2.5, limit_to_teacher_mm=0.0),
     "default, core 2.5 mm, 1.25 mm": DEFAULT_RECIPE.with_(core_mm=2.5, box_growth_mm=1.25),
+    # a labeled scan: boxes bounded by the expert's planes (the simulated expert's bbox-middle planes of the truth)
+    "default, expert bounds 0 mm": DEFAULT_RECIPE.with_(expert_bounds_mm=0.0),
+    "default, expert bounds 2.5 mm": DEFAULT_RECIPE.with_(expert_bounds_mm=2.5),
+    "default, expert bounds 5 mm": DEFAULT_RECIPE.with_(expert_bounds_mm=5.0),
+    "default, expert bounds 0 mm, no limit": DEFAULT_RECIPE.with_(expert_bounds_mm=0.0, limit_to_teacher_mm=None),
+    "default, expert bounds 2.5 mm, no limit": DEFAULT_RECIPE.with_(expert_bounds_mm=2.5, limit_to_teacher_mm=None),
+    "default, 3.75 mm, expert bounds 0 mm (demo)": DEFAULT_RECIPE.with_(box_growth_mm=3.75, expert_bounds_mm=0.0),
 }
 
 
@@ -214,11 +226,14 @@ def run_recipes(image, gt, teacher, spacing, generalist, recipes, key, seed, fus
     d_teacher = dice(teacher, gt)
     sp = (spacing,) * 3 if np.isscalar(spacing) else spacing
     iso = float(np.mean(sp))
+    extent = None
+    if any(r.expert_bounds_mm is not None for r in recipes.values()):  # the simulated expert's planes of the truth
+        extent = ExpertExtent.from_cross(CrossAnnotation.from_dense(gt, select_slices(gt, "bbox_middle")))
     for name, recipe in recipes.items():
         t0 = time.time()
         if fine is None:
             out = label_volume(image, teacher, generalist, np.random.default_rng(seed), spacing=sp, recipe=recipe,
-                               cache_key=key)
+                               cache_key=key, extent=extent)
         else:
             out = label_volume_fine(fine[0], teacher, generalist, np.random.default_rng(seed), fine[2],
                                     fine_spacing=fine[1], spacing=sp, recipe=recipe, cache_key=key)
