@@ -108,7 +108,7 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         elif raw is None:
             labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
                                   spacing=source.spacing, recipe=recipe, cache_key=cache_key, extent=extent)
-            if extent is not None:  # the guard judges the teacher-prompted Y_f: bounded boxes saw the planes
+            if extent is not None and settings.pl_guard != "off":  # the guard judges the teacher-prompted Y_f
                 guard_fused = label_volume(np.asarray(data[0]), teacher_mask, generalist, np.random.default_rng(
                     [settings.seed, 7919 + index, zlib.crc32(case.encode()), 1]), fusion=campaign.fusion,
                     spacing=source.spacing, recipe=recipe, cache_key=cache_key).fused

@@ -27,6 +27,11 @@ def _extent(line: np.ndarray) -> Range | None:
     return None if idx.size == 0 else (int(idx[0]), int(idx[-1]))
 
 
+def _in_plane(axis: int, plane_axis: int) -> int:
+    """The axis number of volume axis ``axis`` in the plane perpendicular to ``plane_axis``."""
+    return axis if axis < plane_axis else axis - 1
+
+
 def _union(a: Range | None, b: Range | None) -> Range | None:
     if a is None or b is None:
         return a if b is None else b
@@ -49,8 +54,7 @@ class ExpertExtent:
     def _line(self, plane_axis: int, axis: int, index: int) -> Range | None:
         """Extent, on the expert plane perpendicular to ``plane_axis``, of its line at ``index`` along ``axis``
         (the line runs along the third axis)."""
-        plane = self.planes[plane_axis]
-        in_plane = axis if axis < plane_axis else axis - 1  # the plane's own axis number of ``axis``
+        plane, in_plane = self.planes[plane_axis], _in_plane(axis, plane_axis)
         if not 0 <= index < plane.shape[in_plane]:
             return None
         return _extent(np.take(plane, index, axis=in_plane))
@@ -61,9 +65,7 @@ class ExpertExtent:
         for plane_axis in range(3):
             if plane_axis == axis:
                 continue
-            plane = self.planes[plane_axis]
-            in_plane = axis if axis < plane_axis else axis - 1
-            out = _union(out, _extent(plane.any(axis=1 - in_plane)))
+            out = _union(out, _extent(self.planes[plane_axis].any(axis=1 - _in_plane(axis, plane_axis))))
         return out
 
     def segments(self, axis: int, index: int) -> tuple[Range | None, Range | None]:
