@@ -2,6 +2,8 @@
 expert's planes put back -> Y_f of every training scan, then the round guard on the expert's planes.
 
 Resumable: each scan's result is saved as it is made; a killed round goes on with the scans left.
+The guard's scans (those the expert labeled) are prompted first: once they say the round is rejected, the other
+scans, whose Y_f the rejection would throw away, are not prompted at all (the generalist is most of a round's time).
 """
 from __future__ import annotations
 
@@ -88,15 +90,31 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     sources = campaign.label_sources()
     done = store.done_cases(partial)
     simulation = not source.has_ignore_label
-    stats = {"dice_yf": [], "dice_teacher": [], "dice_yf_bounded": [], "prompted_slices": 0, "raw_slice_cases": 0}
+    stats = {"dice_yf": [], "dice_teacher": [], "dice_yf_bounded": [], "prompted_slices": 0, "raw_slice_cases": 0,
+             "unprompted_cases": 0}
     figure_case = None
     recipe = settings.recipe()
-    cases = campaign.pool.training_cases if cases is None else cases
+    # judged early: a whole round (not a share of it) whose generalist Y_f the guard will judge
+    judged_early = cases is None and generalist is not None and settings.pl_guard != "off"
+    cases = list(campaign.pool.training_cases if cases is None else cases)
+    if judged_early:  # the guard's scans first (a stable sort keeps the pool's order within each group)
+        cases.sort(key=lambda c: c not in sources)
+    rejected = None  # the guard's verdict, once every scan it judges is done
     for case in progress(cases, f"pseudo labels, round {index}", campaign.log):
         if case in done:
             continue
+        if judged_early and case not in sources and rejected is None:
+            rejected = not guard_verdict(campaign, partial)[1]
+            if rejected:
+                campaign.log(f"pseudo-label round {index}: the guard rejects it on the expert's planes; the scans "
+                             "without them are not prompted (their Y_f would not be trained on)")
         data, seg, _, props = source.load_case(case)
         teacher_mask = campaign.predict(teacher, data).argmax(0) > 0
+        if rejected and case not in sources:  # what guard_round gives a rejected round's scan without planes
+            store.save_case(partial, case, np.full(teacher_mask.shape, source.ignore_value, np.uint8), teacher_mask)
+            kill_point("pseudo_label_case")
+            stats["unprompted_cases"] += 1
+            continue
         rng = np.random.default_rng([settings.seed, 7919 + index, zlib.crc32(case.encode())])
         cache_key = (*source.cache_prefix, case)
         raw = None if settings.prompt_resolution == "grid" or generalist is None else \
@@ -139,6 +157,14 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     return stats, figure_case
 
 
+def guard_verdict(campaign, partial: Path) -> tuple[PlaneAgreement, bool]:
+    """The expert's planes pooled over the round's scans done so far, and whether the guard accepts the round."""
+    agreement = sum((PlaneAgreement.from_array(v) for v in campaign.pl_store.case_planes(partial).values()),
+                    PlaneAgreement())
+    return agreement, campaign.settings.pl_guard == "off" or round_accepted(agreement,
+                                                                             campaign.settings.pl_guard_margin)
+
+
 def guard_round(campaign, partial: Path) -> dict:
     """The round guard (nnunet_fmabs.pseudolabels.quality): Y_f and teacher against the expert's planes;
     a rejected round trains on the expert's planes only (Y_f kept in the files as ``y_generalist``). With
@@ -148,8 +174,7 @@ def guard_round(campaign, partial: Path) -> dict:
     store: PseudoLabelStore = campaign.pl_store
     settings, source = campaign.settings, campaign.source
     sources = campaign.label_sources()
-    agreement = sum((PlaneAgreement.from_array(v) for v in store.case_planes(partial).values()), PlaneAgreement())
-    accepted = settings.pl_guard == "off" or round_accepted(agreement, settings.pl_guard_margin)
+    agreement, accepted = guard_verdict(campaign, partial)
     out = {"planes_dice_yf": agreement.dice_yf, "planes_dice_teacher": agreement.dice_teacher,
            "planes_voxels": agreement.voxels, "accepted": bool(accepted)}
     if not accepted:
@@ -161,12 +186,13 @@ def guard_round(campaign, partial: Path) -> dict:
             if case in kept:  # prompted by the expert's planes, not by the teacher the guard judged
                 continue
             with np.load(partial / f"{case}.npz") as z:
-                shape = z["y"].shape
-            fallback = np.full(shape, ignore, dtype=np.uint8)
+                y = z["y"]
+            fallback = np.full(y.shape, ignore, dtype=np.uint8)
             if case in sources:  # the expert's planes, unknown elsewhere
-                cross = cross_target(source, case, sources, shape)
+                cross = cross_target(source, case, sources, y.shape)
                 fallback = np.where((cross >= 0) & (cross != ignore), cross, ignore).astype(np.uint8)
-            store.replace_labels(partial, case, fallback)
+            if not np.array_equal(y, fallback):  # equal: a scan label_cases did not prompt, rejected already
+                store.replace_labels(partial, case, fallback)
         campaign.log(
             f"pseudo-label round REJECTED by the guard: on the expert's planes Y_f Dice {agreement.dice_yf:.3f} "
             f"< teacher {agreement.dice_teacher:.3f} - {settings.pl_guard_margin:g}; this round trains "
@@ -215,7 +241,8 @@ def merge_stats(parts) -> dict:
             "dice_teacher": [d for p in parts for d in p["dice_teacher"]],
             "dice_yf_bounded": [d for p in parts for d in p.get("dice_yf_bounded", [])],
             "prompted_slices": sum(p["prompted_slices"] for p in parts),
-            "raw_slice_cases": sum(p["raw_slice_cases"] for p in parts)}
+            "raw_slice_cases": sum(p["raw_slice_cases"] for p in parts),
+            "unprompted_cases": sum(p.get("unprompted_cases", 0) for p in parts)}
 
 
 def finish_round(campaign, t: int, reason: str, index: int, partial: Path, stats: dict, figure_case,
@@ -223,6 +250,8 @@ def finish_round(campaign, t: int, reason: str, index: int, partial: Path, stats
     """The round guard, the commit point, the log line and the picture of a round whose scans are done."""
     summary = {"prompted_slices": stats["prompted_slices"], "raw_slice_cases": stats["raw_slice_cases"],
                "teacher_fingerprint": teacher_fingerprint}
+    if stats.get("unprompted_cases"):  # rejected before they were prompted (label_cases)
+        summary["unprompted_cases"] = stats["unprompted_cases"]
     if stats["dice_yf"]:
         summary["mean_dice_yf"] = float(np.mean(stats["dice_yf"]))
         summary["mean_dice_teacher"] = float(np.mean(stats["dice_teacher"]))

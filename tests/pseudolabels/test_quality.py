@@ -55,7 +55,11 @@ def test_round_accepted_within_the_margin():
 class _Everything:
     """A generalist that marks the whole slice: Y_f is far worse than the teacher on the expert's planes."""
 
+    def __init__(self):
+        self.slices = 0  # slices it was asked to segment
+
     def segment(self, slices, boxes, points=None):
+        self.slices += len(slices)
         return [np.ones(np.shape(s), bool) for s in slices]
 
 
@@ -98,12 +102,16 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
 
     trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_GUARD=guard,
                                            FMABS_LIMIT_TO_TEACHER_MM="off")
-    trainer.campaign._generalist = _Everything()
-    pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
+    generalist = trainer.campaign._generalist = _Everything()
+    summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
     entry = trainer.pl_store.rounds[-1]
     assert entry["planes_dice_teacher"] == 1.0 and entry["planes_dice_yf"] < 0.5
     assert entry["accepted"] is (guard == "off")
     labeled = trainer.pool.labeled_cases
+    unlabeled = [c for c in trainer.pool.training_cases if c not in labeled]
+    assert labeled and unlabeled and generalist.slices == summary["prompted_slices"] > 0
+    # rejected on the labeled scans (prompted first), the others are never prompted
+    assert summary.get("unprompted_cases", 0) == (0 if guard == "off" else len(unlabeled))
     for path in sorted(trainer.pl_store.latest_dir.glob("*.npz")):
         with np.load(path) as z:
             y = z["y"]
@@ -111,13 +119,13 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
             if guard == "off":
                 assert "y_generalist" not in z and (y == 1).mean() > 0.3
                 continue
-            assert (z["y_generalist"] == 1).mean() > 0.3  # the generalist's answer is kept for inspection
             if path.stem in labeled:  # the expert's planes only
+                assert (z["y_generalist"] == 1).mean() > 0.3  # the generalist's answer is kept for inspection
                 cross = cross_target(trainer.campaign.source, path.stem, trainer.campaign.label_sources(), y.shape)
                 expected = np.where((cross >= 0) & (cross != trainer.ignore_value), cross, trainer.ignore_value)
                 np.testing.assert_array_equal(y, expected)
-            else:
-                assert (y == trainer.ignore_value).all()
+            else:  # never prompted: nothing of the generalist's to keep
+                assert "y_generalist" not in z and (y == trainer.ignore_value).all()
     state = json.loads((trainer.pl_store.folder / "state.json").read_text())
     assert state["rounds"][-1]["accepted"] is (guard == "off")
 
@@ -231,7 +239,8 @@ class _BoxFill:
 def test_expert_bounded_scans_keep_their_y_f_when_the_guard_rejects_the_teachers(trainer_inputs, phantom_nnunet,
                                                                                 monkeypatch, tmp_path):
     """FMABS_EXPERT_BOUNDS_MM: the guard judges the teacher-prompted Y_f (a second, unbounded call on each labeled
-    scan); its rejection sends the unlabeled scans to "unknown" and leaves the labeled scans' bounded Y_f."""
+    scan); its rejection sends the unlabeled scans to "unknown" unprompted and leaves the labeled scans' bounded
+    Y_f."""
     from nnunet_fmabs.pseudolabels import labeler
     from nnunet_fmabs.pseudolabels.expert_bounds import ExpertExtent
 
@@ -246,7 +255,9 @@ def test_expert_bounded_scans_keep_their_y_f_when_the_guard_rejects_the_teachers
     summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
     labeled = trainer.pool.labeled_cases
     n_cases = len(trainer.campaign.pool.training_cases)
-    assert len(calls) == n_cases + len(labeled) and sum(isinstance(c, ExpertExtent) for c in calls) == len(labeled)
+    # the labeled scans twice (bounded, then teacher-prompted for the guard), which reject the round: no other scan
+    assert len(calls) == 2 * len(labeled) and sum(isinstance(c, ExpertExtent) for c in calls) == len(labeled)
+    assert summary["unprompted_cases"] == n_cases - len(labeled) > 0
     assert summary["accepted"] is False and summary["planes_dice_teacher"] == 1.0
     assert 0 < summary["mean_dice_yf_bounded"] < 1
     for path in sorted(trainer.pl_store.latest_dir.glob("*.npz")):
