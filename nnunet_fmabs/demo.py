@@ -293,7 +293,8 @@ class _Demo:
         if not state.is_file():
             return []
         rounds = json.loads(state.read_text()).get("rounds", [])
-        keep = ("dir", "iteration", "reason", "prompted_slices", "mean_dice_yf", "mean_dice_teacher")
+        keep = ("dir", "iteration", "reason", "prompted_slices", "mean_dice_yf", "mean_dice_teacher", "accepted",
+                "unprompted_cases")
         return [{k: r[k] for k in keep if k in r} for r in rounds]
 
     def generalist_label(self) -> str:
@@ -347,8 +348,13 @@ class _Demo:
         for r in results["settings"]["pseudo_label_rounds"]:
             if "mean_dice_yf" in r:
                 lines.append(f"  pseudo labels {r['dir']} at iteration {r['iteration']}: Dice of Y_f vs ground truth "
-                             f"{100 * r['mean_dice_yf']:.1f} % (teacher {100 * r.get('mean_dice_teacher', math.nan):.1f} %), "
-                             f"{r.get('prompted_slices', '?')} prompted slices")
+                             f"{100 * r['mean_dice_yf']:.1f} % (teacher {100 * r.get('mean_dice_teacher', math.nan):.1f} %) on the "
+                             f"scans prompted, "
+                             f"{r.get('prompted_slices', '?')} prompted slices"
+                             + (f"; {r['unprompted_cases']} scans without expert planes not prompted, the guard "
+                                "rejected the round" if r.get("unprompted_cases") else "")
+                             + ("; rejected by the guard" if r.get("accepted") is False and
+                                not r.get("unprompted_cases") else ""))
         if s.note:
             lines.append(s.note)
         f = self.fold_dir(FMABS) / "fmabs"
