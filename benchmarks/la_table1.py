@@ -368,12 +368,24 @@ def plan_and_preprocess(dataset_id: int, env: dict, preprocessed: Path, protocol
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the planner needs >= 1
         run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", CONFIGURATION,
              "-np", str(n_proc), *protocol.planner_args], plan_env, log=log)
+    preprocessed_in_full(folder)
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     patch = patch_in_plans_axes(protocol.patch_xyz, plans["transpose_forward"])
     derived = derive_plans(plans, patch_size=patch, batch_size=protocol.batch_size,
                            base_features=protocol.base_features, plans_name=plans_name)
     (folder / f"{plans_name}.json").write_text(json.dumps(derived, indent=2))
     return derived
+
+
+def preprocessed_in_full(folder: Path) -> None:
+    """Refuse a preprocessed dataset with fewer cases than its dataset.json counts: another invocation on the same
+    --workdir may still be preprocessing it (a run started then trains and tests on a split of the cases done)."""
+    expected = json.loads((folder / "dataset.json").read_text()).get("numTraining")
+    done = len(list((folder / "nnUNetPlans_3d_fullres").glob("*.pkl")))
+    if expected is not None and done < int(expected):
+        raise RuntimeError(f"{folder / 'nnUNetPlans_3d_fullres'} holds {done} of the {expected} cases its dataset.json "
+                           "counts: preprocessing is unfinished (another la_table1 invocation on this --workdir may be "
+                           "running it; start the next one when it trains) or was killed (delete the folder to redo it)")
 
 
 # -- runs --------------------------------------------------------------------------------------------
@@ -517,7 +529,13 @@ def fold_cases(preprocessed_dataset: Path, fold: str) -> tuple[list[str], list[s
 
         splits_file.write_text(json.dumps(generate_crossval_split(ids, seed=12345, n_splits=5), indent=2))
     splits = json.loads(splits_file.read_text())
-    return list(splits[int(fold)]["train"]), list(splits[int(fold)]["val"])
+    train, val = list(splits[int(fold)]["train"]), list(splits[int(fold)]["val"])
+    if set(train) | set(val) != set(ids):
+        raise RuntimeError(f"{splits_file}: fold {fold} splits {len(set(train) | set(val))} cases, the preprocessed "
+                           f"folder holds {len(ids)}: the split was written before preprocessing had finished, or for "
+                           "other data; delete it (and the runs trained on it) so that nnU-Net's split of all cases "
+                           "is written again")
+    return train, val
 
 
 def gt_subset(labels: Path, cases: Sequence[str], out: Path, file_ending: str = ".nii.gz") -> Path:

@@ -250,6 +250,22 @@ def test_fold_cases_writes_nnunets_split(la, tmp_path):
     assert json.loads((folder / "splits_final.json").read_text()) == \
         generate_crossval_split([f"c{i:02d}" for i in range(10)], seed=12345, n_splits=5)
     assert la.fold_cases(folder, "all") == ([f"c{i:02d}" for i in range(10)],) * 2
+    (folder / "nnUNetPlans_3d_fullres" / "c10.pkl").write_bytes(b"")  # a split written before this case was done
+    with pytest.raises(RuntimeError, match=r"splits_final.json: fold 0 splits 10 cases, the preprocessed folder "
+                                           r"holds 11"):
+        la.fold_cases(folder, "0")
+
+
+def test_unfinished_preprocessing_is_refused(la, tmp_path):
+    folder = tmp_path / "Dataset992_LA"
+    (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"numTraining": 3}))
+    for i in range(2):
+        (folder / "nnUNetPlans_3d_fullres" / f"c{i:02d}.pkl").write_bytes(b"")
+    with pytest.raises(RuntimeError, match=r"holds 2 of the 3 cases .* preprocessing is unfinished"):
+        la.preprocessed_in_full(folder)
+    (folder / "nnUNetPlans_3d_fullres" / "c02.pkl").write_bytes(b"")
+    la.preprocessed_in_full(folder)
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(la, tmp_path, capsys):
