@@ -102,6 +102,7 @@ def test_cpu_native_protocol_keeps_raw_images_native_and_lets_nnunet_resample(la
         folder = tmp_path / "pp" / "Dataset992_LA"
         (folder / "nnUNetPlans_3d_fullres").mkdir(parents=True)
         (folder / "nnUNetPlans.json").write_text(json.dumps(_plans_at(1.5)))
+        (folder / "dataset.json").write_text(json.dumps({"numTraining": 0}))  # nnU-Net copies the raw one
 
     monkeypatch.setattr(la, "run", fake_run)
     derived = la.plan_and_preprocess(992, {}, tmp_path / "pp", protocol, "nnUNetPlans_fmabsCPU_NATIVE", log=lambda m: 0)
