@@ -351,10 +351,9 @@ class _Demo:
                              f"{100 * r['mean_dice_yf']:.1f} % (teacher {100 * r.get('mean_dice_teacher', math.nan):.1f} %) on the "
                              f"scans prompted, "
                              f"{r.get('prompted_slices', '?')} prompted slices"
-                             + (f"; {r['unprompted_cases']} scans without expert planes not prompted, the guard "
-                                "rejected the round" if r.get("unprompted_cases") else "")
-                             + ("; rejected by the guard" if r.get("accepted") is False and
-                                not r.get("unprompted_cases") else ""))
+                             + ("; rejected by the guard" if r.get("accepted") is False else "")
+                             + (f", {r['unprompted_cases']} scans without expert planes not prompted"
+                                if r.get("unprompted_cases") else ""))
         if s.note:
             lines.append(s.note)
         f = self.fold_dir(FMABS) / "fmabs"

@@ -186,13 +186,12 @@ def guard_round(campaign, partial: Path) -> dict:
             if case in kept:  # prompted by the expert's planes, not by the teacher the guard judged
                 continue
             with np.load(partial / f"{case}.npz") as z:
-                y = z["y"]
-            fallback = np.full(y.shape, ignore, dtype=np.uint8)
+                shape = z["y"].shape
+            fallback = np.full(shape, ignore, dtype=np.uint8)
             if case in sources:  # the expert's planes, unknown elsewhere
-                cross = cross_target(source, case, sources, y.shape)
+                cross = cross_target(source, case, sources, shape)
                 fallback = np.where((cross >= 0) & (cross != ignore), cross, ignore).astype(np.uint8)
-            if not np.array_equal(y, fallback):  # equal: a scan label_cases did not prompt, rejected already
-                store.replace_labels(partial, case, fallback)
+            store.replace_labels(partial, case, fallback)
         campaign.log(
             f"pseudo-label round REJECTED by the guard: on the expert's planes Y_f Dice {agreement.dice_yf:.3f} "
             f"< teacher {agreement.dice_teacher:.3f} - {settings.pl_guard_margin:g}; this round trains "

@@ -82,10 +82,13 @@ class PseudoLabelStore:
 
     @staticmethod
     def replace_labels(partial: Path, case: str, y: np.ndarray) -> None:
-        """Train on ``y`` instead of the generalist's Y_f (kept as ``y_generalist``); idempotent."""
+        """Train on ``y`` instead of the generalist's Y_f (kept as ``y_generalist``); idempotent. A case whose
+        labels already are ``y`` (one the guard rejected before it was prompted) is left as it is."""
         path = partial / f"{case}.npz"
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
+        if np.array_equal(arrays["y"], y):
+            return
         arrays.setdefault("y_generalist", arrays["y"])
         arrays["y"] = y.astype(np.uint8)
         atomic.save_npz(path, **arrays)
