@@ -36,15 +36,16 @@ def gaussian_rampup(t: float, t_max: float) -> float:
 
 
 LAMBDA_SAM_SCHEDULES = ("paper", "constant", "guarded")
-"""FMABS_LAMBDA_SAM_SCHEDULE: ``paper``, eq. 3's decay to 0 (the default); ``constant``, 0.5 throughout;
+"""FMABS_LAMBDA_SAM_SCHEDULE: ``paper``, eq. 3's decay to 0; ``constant``, 0.5 throughout;
 ``guarded``, 0.5 while L_sup^SAM's target is trusted and eq. 3 while it is not (the target is trusted before the
 first pseudo-label round, after a round the guard rejected, whose target is then the expert's planes alone, and
 after a round whose Y_f agrees with the expert's planes at least as well as the teacher does:
 :func:`nnunet_fmabs.pseudolabels.quality.sam_target_trusted`). On the demo (benchmarks/README.md, "Demo") holding
 the weight added 3-5 Dice with dense truth as Y_f and cost 6 at a seed where LiteMedSAM's Y_f, below the teacher,
 passed the guard: the decay protects a run from a poor Y_f, which is what ``guarded`` keeps it for (measured on the
-demo, seeds 0-2: it took that loss back and ended level with eq. 3, -0.1 Dice, so eq. 3 stays the default). On LA (CPU
-protocol) held dense truth gained about 2 Dice, still short of issue 12's bars (benchmarks/README.md, la_table1)."""
+demo, seeds 0-2: it took that loss back and ended level with eq. 3, -0.1 Dice). On LA (CPU protocol) held dense truth
+gained about 2 Dice (benchmarks/README.md, la_table1). ``guarded`` is the trainers' default since labeled scans' Y_f,
+bounded by the expert's planes, is far above the teacher (demo and LA, with the guard at margin 0)."""
 
 
 def lambda_sam(t: float, t_max: float, schedule: str = "paper", target_trusted: bool = True) -> float:

@@ -32,7 +32,9 @@ class SettingsMismatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Per-run knobs. Defaults follow the paper (section 3) unless a trainer variant overrides them."""
+    """Per-run knobs. Defaults follow the paper (section 3) unless a trainer variant overrides them, except the
+    pseudo-label path's, which are the measured ones (README.md, "Settings"): the ``default`` prompt recipe, the
+    round guard without margin and L_sup^SAM's ``guarded`` weight."""
 
     budget: str = "25%"  # scans to cross-label: a count ("20") or a fraction of the fold ("25%", "0.25")
     k: int = K_PER_ROUND  # scans queried per active round after round 0 (2.3)
@@ -68,8 +70,9 @@ class RunSettings:
     # simulation only)
     pl_guard: str = "planes"  # planes: a round whose Y_f agrees less with the expert's planes than the teacher is not
     # trained on (nnunet_fmabs.pseudolabels.quality); off: every round is
-    pl_guard_margin: float = 0.05  # how far below the teacher (Dice on the expert's planes) Y_f may be
-    lambda_sam_schedule: str = "paper"  # weight of L_sup^SAM: paper (eq. 3, 0.5 decaying to 0) or constant (0.5)
+    pl_guard_margin: float = 0.0  # how far below the teacher (Dice on the expert's planes) Y_f may be
+    lambda_sam_schedule: str = "guarded"  # weight of L_sup^SAM: paper (eq. 3, 0.5 decaying to 0), constant (0.5) or
+    # guarded (0.5 while the target is trusted, eq. 3 otherwise: nnunet_fmabs.schedules.lambda_sam)
     epochs: int = 0  # 0: the trainer's default (the paper's 20,000 iterations)
     iterations_per_epoch: int = 0
     val_iterations: int = 0
@@ -88,6 +91,8 @@ class RunSettings:
         environ = os.environ if environ is None else environ
         defaults = {**_recipe_defaults(environ.get(env_name("prompt_recipe")) or defaults.get("prompt_recipe")
                                        or "default"), **defaults}
+        if (environ.get(env_name("prompt_resolution")) or defaults.get("prompt_resolution", "grid")) != "grid":
+            defaults["expert_bounds_mm"] = "off"  # the recipe's bounds apply to the training grid's slices only
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = environ.get(env_name(f.name))

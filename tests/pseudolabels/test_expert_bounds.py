@@ -76,7 +76,9 @@ def test_recipe_refuses_a_bad_margin():
 def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
     from nnunet_fmabs.settings import RunSettings
 
-    assert RunSettings.from_environ({}).recipe().expert_bounds_mm is None  # off unless asked
+    assert RunSettings.from_environ({}).recipe().expert_bounds_mm == 5.0  # the default recipe's
+    assert RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "off"}).recipe().expert_bounds_mm is None
+    assert RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "raw"}).recipe().expert_bounds_mm is None
     bounded = RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "2.5"}).recipe()
     assert (bounded.expert_bounds_mm, bounded.name) == (2.5, "custom")
     with pytest.raises(ValueError, match="FMABS_EXPERT_BOUNDS_MM='-1'"):

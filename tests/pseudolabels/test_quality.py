@@ -101,7 +101,8 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
     from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
 
     trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, FMABS_PL_GUARD=guard,
-                                           FMABS_LIMIT_TO_TEACHER_MM="off")
+                                           FMABS_LIMIT_TO_TEACHER_MM="off",
+                                           FMABS_EXPERT_BOUNDS_MM="off")  # the teacher prompts every scan
     generalist = trainer.campaign._generalist = _Everything()
     summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
     entry = trainer.pl_store.rounds[-1]
@@ -145,6 +146,7 @@ def test_prompts_on_raw_slices_where_the_training_grid_is_coarser(trainer_inputs
         trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch,
                                                FMABS_PROMPT_RESOLUTION=resolution, FMABS_PL_GUARD="off",
                                                FMABS_BOX_GROWTH_MM="0",  # the grids differ in mm per pixel
+                                               FMABS_EXPERT_BOUNDS_MM="off",  # grid slices only: same recipe
                                                nnUNet_results=str(tmp_path / resolution))
         calls = []
         original = labeler.label_volume_fine

@@ -172,9 +172,16 @@ def test_recipe_settings_named_and_overridden():
     assert RunSettings.from_environ({}).pl_source == "generalist"  # the paper's Y_f unless an ablation is asked
     with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
-    assert RunSettings.from_environ({}).lambda_sam_schedule == "paper"  # eq. 3 unless asked
+    # the measured defaults of the pseudo-label path: eq. 3 only while Y_f is not trusted, no guard margin, labeled
+    # scans' boxes bounded by the expert's planes +- 5 mm (off where the raw image's slices are prompted)
+    assert (default.lambda_sam_schedule, default.pl_guard_margin, default.expert_bounds_mm) == ("guarded", 0.0, "5")
+    assert DEFAULT_RECIPE.expert_bounds_mm == 5.0 and PAPER_RECIPE.expert_bounds_mm is None
+    assert paper.expert_bounds_mm == "off" and paper.recipe().expert_bounds_mm is None
+    for resolution in ("raw", "auto"):
+        assert RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": resolution}).recipe() == DEFAULT_RECIPE.with_(
+            expert_bounds_mm=None)
+    assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "paper"}).lambda_sam_schedule == "paper"
     assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "constant"}).lambda_sam_schedule == "constant"
-    assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "guarded"}).lambda_sam_schedule == "guarded"
     with pytest.raises(ValueError, match="FMABS_LAMBDA_SAM_SCHEDULE='flat': use one of paper, constant, guarded"):
         RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "flat"})
     with pytest.raises(ValueError):
