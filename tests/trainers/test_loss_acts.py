@@ -70,6 +70,7 @@ def test_y_f_switches_and_weights_act_in_train_step(trainer):
     state = {"student": {k: v.clone() for k, v in trainer.network.state_dict().items()},
              "teacher": {k: v.clone() for k, v in trainer.teacher.state_dict().items()}}
     t = trainer.t_max // 2
+    trainer.settings = dataclasses.replace(trainer.settings, lambda_sam_schedule="paper")  # eq. 3 (default: guarded)
     # eq. 3 by hand at t = t_max / 2: exp(-5 / 4)
     assert lambda_sam(t, trainer.t_max) == pytest.approx(0.5 * (1 - math.exp(-1.25)))
     assert lambda_c(t, trainer.t_max) == pytest.approx(0.1 * math.exp(-1.25))
