@@ -33,7 +33,7 @@ class SettingsMismatchError(RuntimeError):
 @dataclass(frozen=True)
 class RunSettings:
     """Per-run knobs. Defaults follow the paper (section 3) unless a trainer variant overrides them, except the
-    pseudo-label path's, which are the measured ones (README.md, "Settings"): the ``default`` prompt recipe, the
+    pseudo-label path's, which are the measured ones (README.md, "Run settings"): the ``default`` prompt recipe, the
     round guard without margin and L_sup^SAM's ``guarded`` weight."""
 
     budget: str = "25%"  # scans to cross-label: a count ("20") or a fraction of the fold ("25%", "0.25")
