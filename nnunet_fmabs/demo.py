@@ -90,11 +90,11 @@ SETTINGS: dict[str, DemoSetting] = {
                # the slice, and Y_f drops from 0.93 to 0.82 Dice even with a perfect teacher (measured):
                # at most 3 px of the phantom's 1.25 mm
                "FMABS_BOX_GROWTH_MM": "3.75",
-               # labeled scans' boxes bounded by the expert's planes (Y_f 0.91-0.93 on them vs the teacher's
-               # 0.28-0.81), the guard with no margin (teacher-prompted Y_f, 0.24-0.60 on unlabeled scans, is never
-               # trained on where the planes call it worse) and lambda_sam held while the target is trusted:
-               # +8.8 / +1.5 / +4.2 over Sup cross at seeds 0-2 (benchmarks/README.md, "Demo", fourteenth session)
-               "FMABS_EXPERT_BOUNDS_MM": "0", "FMABS_PL_GUARD_MARGIN": "0", "FMABS_LAMBDA_SAM_SCHEDULE": "guarded",
+               # labeled scans' boxes bounded by the expert's planes with no margin (the simulated expert's planes
+               # cross the phantom's middle; Y_f 0.91-0.93 on them vs the teacher's 0.28-0.81), with the trainers'
+               # guard (margin 0) and guarded lambda_sam: +8.8 / +1.5 / +4.2 over Sup cross at seeds 0-2
+               # (benchmarks/README.md, "Demo", fourteenth session)
+               "FMABS_EXPERT_BOUNDS_MM": "0",
                # auto: bf16 where the CPU has it natively (AVX512-BF16 / AMX: what "bf16" gave before), else
                # fp32 (emulated bf16 is ~10x slower than fp32 on an AVX2-only CPU: BF16_EMULATED)
                "FMABS_GENERALIST_DTYPE": "auto", "FMABS_TTA": "0"},

@@ -89,10 +89,10 @@ class RunSettings:
     def from_environ(cls, environ: dict[str, str] | None = None, **defaults: Any) -> "RunSettings":
         """Read ``FMABS_<FIELD>`` variables; ``defaults`` come from the trainer class."""
         environ = os.environ if environ is None else environ
-        defaults = {**_recipe_defaults(environ.get(env_name("prompt_recipe")) or defaults.get("prompt_recipe")
-                                       or "default"), **defaults}
+        recipe = _recipe_defaults(environ.get(env_name("prompt_recipe")) or defaults.get("prompt_recipe") or "default")
         if (environ.get(env_name("prompt_resolution")) or defaults.get("prompt_resolution", "grid")) != "grid":
-            defaults["expert_bounds_mm"] = "off"  # the recipe's bounds apply to the training grid's slices only
+            recipe["expert_bounds_mm"] = "off"  # the recipe's bounds apply to the training grid's slices only
+        defaults = {**recipe, **defaults}
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = environ.get(env_name(f.name))
