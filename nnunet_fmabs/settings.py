@@ -62,6 +62,8 @@ class RunSettings:
     smooth_mm: float = DEFAULT_RECIPE.smooth_mm  # Y_f's surface smoothed (Gaussian sigma in mm, main object); 0: off
     expert_bounds_mm: str = _off_or(DEFAULT_RECIPE.expert_bounds_mm)  # off | on labeled scans, boxes bounded by the
     # object's extent on the expert's planes +- this margin in mm (nnunet_fmabs.pseudolabels.expert_bounds)
+    expert_prompt_growth_mm: str = _off_or(DEFAULT_RECIPE.expert_prompt_growth_mm)  # off | labeled scans prompted by
+    # the expert's planes alone, boxes grown 0..this mm, from before training on (pseudolabels.labeler)
     prompt_resolution: str = "grid"  # grid: prompt slices of the training grid; raw: where nnU-Net resampled the
     # scan to a coarser grid, prompt the raw image's slices at the same positions (its own in-plane detail);
     # auto: raw where the raw image is there and finer, the grid's slices otherwise
@@ -80,10 +82,11 @@ class RunSettings:
     tta: int = 1  # 0: no mirroring in nnU-Net's final validation and in the checkpoint's inference settings
 
     def __post_init__(self):
-        if self.expert_bounds_mm != "off" and self.prompt_resolution != "grid":
-            raise ValueError(f"{env_name('expert_bounds_mm')}={self.expert_bounds_mm} bounds the prompts of the training "
-                             f"grid's slices: it needs {env_name('prompt_resolution')}=grid, not "
-                             f"{self.prompt_resolution!r}")
+        for name in ("expert_bounds_mm", "expert_prompt_growth_mm"):
+            if getattr(self, name) != "off" and self.prompt_resolution != "grid":
+                raise ValueError(f"{env_name(name)}={getattr(self, name)} shapes the prompts of the training grid's "
+                                 f"slices: it needs {env_name('prompt_resolution')}=grid, not "
+                                 f"{self.prompt_resolution!r}")
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None, **defaults: Any) -> "RunSettings":
@@ -91,7 +94,8 @@ class RunSettings:
         environ = os.environ if environ is None else environ
         recipe = _recipe_defaults(environ.get(env_name("prompt_recipe")) or defaults.get("prompt_recipe") or "default")
         if (environ.get(env_name("prompt_resolution")) or defaults.get("prompt_resolution", "grid")) != "grid":
-            recipe["expert_bounds_mm"] = "off"  # the recipe's bounds apply to the training grid's slices only
+            # the recipe's expert-plane prompts apply to the training grid's slices only
+            recipe["expert_bounds_mm"] = recipe["expert_prompt_growth_mm"] = "off"
         defaults = {**recipe, **defaults}
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -108,12 +112,13 @@ class RunSettings:
         was overridden, then "custom")."""
         base = RECIPES[self.prompt_recipe]
         n_points = None if self.n_points == "auto" else int(self.n_points)
-        limit, bounds = (None if v == "off" else float(v) for v in (self.limit_to_teacher_mm, self.expert_bounds_mm))
+        limit, bounds, planes_alone = (None if v == "off" else float(v) for v in (
+            self.limit_to_teacher_mm, self.expert_bounds_mm, self.expert_prompt_growth_mm))
         recipe = base.with_(name=base.name, box_growth_mm=float(self.box_growth_mm),
                             object_filter=bool(self.object_filter), min_slice_area_mm2=float(self.min_slice_area_mm2),
                             n_points=n_points, limit_to_teacher_mm=limit, core_mm=float(self.core_mm),
                             refine_steps=int(self.refine_steps), smooth_mm=float(self.smooth_mm),
-                            expert_bounds_mm=bounds)
+                            expert_bounds_mm=bounds, expert_prompt_growth_mm=planes_alone)
         return recipe if recipe == base else recipe.with_()
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +156,8 @@ def _recipe_defaults(name: str) -> dict[str, Any]:
             "n_points": "auto" if recipe.n_points is None else str(recipe.n_points),
             "limit_to_teacher_mm": _off_or(recipe.limit_to_teacher_mm), "core_mm": recipe.core_mm,
             "refine_steps": recipe.refine_steps, "smooth_mm": recipe.smooth_mm,
-            "expert_bounds_mm": _off_or(recipe.expert_bounds_mm)}
+            "expert_bounds_mm": _off_or(recipe.expert_bounds_mm),
+            "expert_prompt_growth_mm": _off_or(recipe.expert_prompt_growth_mm)}
 
 
 def env_name(field_name: str) -> str:
@@ -164,7 +170,7 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
                "pl_source": PL_SOURCES, "lambda_sam_schedule": LAMBDA_SAM_SCHEDULES}.get(f.name)
     if choices and raw not in choices:
         raise ValueError(f"{env_name(f.name)}={raw!r}: use one of {', '.join(choices)}")
-    if f.name in ("limit_to_teacher_mm", "expert_bounds_mm") and raw != "off":
+    if f.name in ("limit_to_teacher_mm", "expert_bounds_mm", "expert_prompt_growth_mm") and raw != "off":
         try:
             if not 0 <= float(raw) < float("inf"):
                 raise ValueError

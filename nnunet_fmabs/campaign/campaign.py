@@ -19,7 +19,7 @@ from nnunet_fmabs.annotation.experts import EXPERTS, ExpertContext, SimulatedExp
 from nnunet_fmabs.annotation.pool import LabeledPool
 from nnunet_fmabs.annotation.rounds import budget_from_spec
 from nnunet_fmabs.campaign.plan import CampaignPlan
-from nnunet_fmabs.campaign.pseudo_round import pseudo_label_round
+from nnunet_fmabs.campaign.pseudo_round import BEFORE_TRAINING, pseudo_label_round
 from nnunet_fmabs.campaign.source import CaseSource
 from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.progress import progress
@@ -150,9 +150,15 @@ class Campaign:
         return labels_added
 
     def pseudo_labels_due(self, t: int, labels_added: bool) -> str | None:
-        """Why a pseudo-label round is due at ``t`` ("after an active round", "schedule"), or None."""
-        if not self.use_sam_loss or t <= 0:
+        """Why a pseudo-label round is due at ``t`` ("after an active round", "schedule", or at t = 0
+        :data:`~nnunet_fmabs.campaign.pseudo_round.BEFORE_TRAINING`), or None."""
+        if not self.use_sam_loss:
             return None
+        if t <= 0:  # no teacher yet: only a recipe whose labeled scans the expert's planes prompt alone has a round
+            planes_alone = self.settings.pl_source == "generalist" and \
+                self.settings.recipe().expert_prompt_growth_mm is not None
+            cross = any(info["file"] for info in self.pool.state["cases"].values())
+            return BEFORE_TRAINING if planes_alone and cross and self.pl_store.last_iteration is None else None
         last = self.pl_store.last_iteration
         last = -1 if last is None else last
         # labels that no pseudo-label round has seen yet: those of this call, or of a round answered before a

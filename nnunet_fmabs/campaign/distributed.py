@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from nnunet_fmabs.campaign.campaign import EXIT_AWAITING_EXPERT, AwaitingExpert, Campaign
-from nnunet_fmabs.campaign.pseudo_round import finish_round, fingerprint, label_cases, merge_stats
+from nnunet_fmabs.campaign.pseudo_round import finish_round, fingerprint, label_cases, merge_stats, round_teacher
 
 _NOTHING, _LABELS, _AWAITING, _FAILED = 0, 1, 2, 3
 
@@ -83,6 +83,7 @@ def _sharded_pseudo_label_round(campaign: Campaign, t: int, reason: str, teacher
     import torch.distributed as dist
 
     store = campaign.pl_store
+    teacher = round_teacher(reason, teacher)
     teacher_fingerprint = fingerprint(teacher)  # DDP keeps the students, hence the teachers, identical
     index, partial = store.begin_round(teacher_fingerprint) if rank == 0 else (None, None)
     dist.barrier()

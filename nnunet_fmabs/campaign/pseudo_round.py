@@ -18,9 +18,21 @@ from nnunet_fmabs.faults import kill_point
 from nnunet_fmabs.progress import progress
 from nnunet_fmabs.pseudolabels.expert_bounds import ExpertExtent
 from nnunet_fmabs.pseudolabels.fusion import apply_expert_labels
-from nnunet_fmabs.pseudolabels.labeler import VolumeLabels, dice, label_volume, label_volume_fine
+from nnunet_fmabs.pseudolabels.labeler import (VolumeLabels, dice, label_from_expert_planes, label_volume,
+                                               label_volume_fine)
 from nnunet_fmabs.pseudolabels.quality import PlaneAgreement, round_accepted
 from nnunet_fmabs.pseudolabels.store import PseudoLabelStore
+
+
+BEFORE_TRAINING = "before training, from the expert's planes alone"
+"""The reason of the round at t = 0 (:meth:`nnunet_fmabs.campaign.campaign.Campaign.pseudo_labels_due`): with the
+recipe's ``expert_prompt_growth_mm`` the labeled scans' Y_f needs no teacher, so L_sup^SAM trains on it from the
+first iteration instead of waiting for the first round with a teacher (t_max / 2 in the paper's schedule)."""
+
+
+def round_teacher(reason: str, teacher):
+    """The teacher that prompts a round of this ``reason``: none before training (the student is untrained)."""
+    return None if reason == BEFORE_TRAINING else teacher
 
 
 def cross_target(source, case: str, sources: dict, shape) -> np.ndarray:
@@ -58,8 +70,15 @@ def raw_for_prompts(source, case: str, props: dict, shape, required: bool = True
 
 
 def expert_bounded(recipe, case: str, sources: dict) -> bool:
-    """Whether the recipe bounds this scan's boxes by the expert's planes (a cross-labeled scan)."""
-    return recipe.expert_bounds_mm is not None and case in sources and sources[case][0] == "cross"
+    """Whether the expert's planes shape this scan's boxes (a cross-labeled scan): they bound the teacher's
+    boxes (the recipe's ``expert_bounds_mm``) or prompt alone (``expert_prompt_growth_mm``)."""
+    return (recipe.expert_bounds_mm is not None or recipe.expert_prompt_growth_mm is not None) and case in sources \
+        and sources[case][0] == "cross"
+
+
+def expert_prompted(recipe, case: str, sources: dict) -> bool:
+    """Whether the expert's planes alone prompt this scan (the recipe's ``expert_prompt_growth_mm``)."""
+    return recipe.expert_prompt_growth_mm is not None and expert_bounded(recipe, case, sources)
 
 
 def expert_extent(recipe, case: str, sources: dict) -> ExpertExtent | None:
@@ -84,7 +103,9 @@ def labels_without_generalist(pl_source: str, teacher_mask: np.ndarray, seg, cas
 
 def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     """Y_f of every training scan (or of ``cases``, a share of them) not yet in the round's ``partial``
-    folder; returns the stats and the first scan's pieces for the round's picture."""
+    folder; returns the stats and the first scan's pieces for the round's picture. ``teacher`` None: the round
+    before training (:data:`BEFORE_TRAINING`): only the scans the expert's planes prompt alone are prompted, the
+    others get "unknown"."""
     source, settings, store = campaign.source, campaign.settings, campaign.pl_store
     generalist = campaign.generalist() if settings.pl_source == "generalist" else None
     sources = campaign.label_sources()
@@ -95,7 +116,7 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
     figure_case = None
     recipe = settings.recipe()
     # judged early: a whole round (not a share of it) whose generalist Y_f the guard will judge
-    judged_early = cases is None and generalist is not None and settings.pl_guard != "off"
+    judged_early = cases is None and generalist is not None and settings.pl_guard != "off" and teacher is not None
     cases = list(campaign.pool.training_cases if cases is None else cases)
     if judged_early:  # the guard's scans first (a stable sort keeps the pool's order within each group)
         cases.sort(key=lambda c: c not in sources)
@@ -109,8 +130,10 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
                 campaign.log(f"pseudo-label round {index}: the guard rejects it on the expert's planes; the scans "
                              "without them are not prompted (their Y_f would not be trained on)")
         data, seg, _, props = source.load_case(case)
-        teacher_mask = campaign.predict(teacher, data).argmax(0) > 0
-        if rejected and case not in sources:  # what guard_round gives a rejected round's scan without planes
+        teacher_mask = np.zeros(np.shape(data)[1:], bool) if teacher is None else \
+            campaign.predict(teacher, data).argmax(0) > 0
+        if (rejected and case not in sources) or (teacher is None and not expert_prompted(recipe, case, sources)):
+            # what guard_round gives a rejected round's scan without planes; before training, nothing to prompt
             store.save_case(partial, case, np.full(teacher_mask.shape, source.ignore_value, np.uint8), teacher_mask)
             kill_point("pseudo_label_case")
             stats["unprompted_cases"] += 1
@@ -124,9 +147,14 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         if generalist is None:
             labels = labels_without_generalist(settings.pl_source, teacher_mask, seg, case)
         elif raw is None:
-            labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
-                                  spacing=source.spacing, recipe=recipe, cache_key=cache_key, extent=extent)
-            if extent is not None and settings.pl_guard != "off":  # the guard judges the teacher-prompted Y_f
+            if expert_prompted(recipe, case, sources):
+                labels = label_from_expert_planes(np.asarray(data[0]), extent, generalist, rng, fusion=campaign.fusion,
+                                                  spacing=source.spacing, recipe=recipe, cache_key=cache_key)
+            else:
+                labels = label_volume(np.asarray(data[0]), teacher_mask, generalist, rng, fusion=campaign.fusion,
+                                      spacing=source.spacing, recipe=recipe, cache_key=cache_key, extent=extent)
+            if extent is not None and settings.pl_guard != "off" and teacher is not None:
+                # the guard judges the teacher-prompted Y_f
                 guard_fused = label_volume(np.asarray(data[0]), teacher_mask, generalist, np.random.default_rng(
                     [settings.seed, 7919 + index, zlib.crc32(case.encode()), 1]), fusion=campaign.fusion,
                     spacing=source.spacing, recipe=recipe, cache_key=cache_key).fused
@@ -139,8 +167,9 @@ def label_cases(campaign, teacher, index: int, partial: Path, cases=None):
         planes = None
         if case in sources:  # on the expert's slices the expert's labels replace Y_f
             cross = cross_target(source, case, sources, teacher_mask.shape)
-            planes = PlaneAgreement.of_case(labels.fused if guard_fused is None else guard_fused, teacher_mask, cross,
-                                            source.ignore_value).as_array()
+            if teacher is not None:  # before training there is no teacher to judge against
+                planes = PlaneAgreement.of_case(labels.fused if guard_fused is None else guard_fused, teacher_mask,
+                                                cross, source.ignore_value).as_array()
             y_f = apply_expert_labels(labels.fused, cross, source.ignore_value)
         store.save_case(partial, case, y_f, teacher_mask, planes)
         kill_point("pseudo_label_case")
@@ -206,7 +235,9 @@ def round_figure(folder: Path, fusion: str, case, image, teacher_mask, labels, g
         from nnunet_fmabs.pseudolabels.figure import save_round_figure
 
         guard = (f"expert planes: Dice Y_f {summary['planes_dice_yf']:.3f} vs teacher "
-                 f"{summary['planes_dice_teacher']:.3f} -> round {'accepted' if summary['accepted'] else 'REJECTED'}")
+                 f"{summary['planes_dice_teacher']:.3f} -> round {'accepted' if summary['accepted'] else 'REJECTED'}"
+                 if summary.get("planes_voxels") else "no teacher yet: the labeled scans prompted by the expert's "
+                 "planes alone" if summary.get("teacher_fingerprint") == "none" else "no expert planes to judge on")
         save_round_figure(folder / f"{case}.png", image, teacher_mask, labels.views, labels.fused, gt,
                           title=f"{case}: teacher, per-view generalist masks, fused Y_f ({fusion})\n{guard}")
     except Exception as e:  # a picture must never stop training
@@ -228,6 +259,7 @@ def fingerprint(module) -> str:
 
 def pseudo_label_round(campaign, t: int, reason: str, teacher) -> dict:
     """Run one round with ``teacher``, commit it, log it and draw it; returns the round's summary."""
+    teacher = round_teacher(reason, teacher)
     teacher_fingerprint = fingerprint(teacher)
     index, partial = campaign.pl_store.begin_round(teacher_fingerprint)
     stats, figure_case = label_cases(campaign, teacher, index, partial)

@@ -88,6 +88,25 @@ def label_volume(image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: n
     return VolumeLabels(tuple(views), fused, n_prompted, tuple(scores))  # type: ignore[arg-type]
 
 
+def label_from_expert_planes(image: np.ndarray, extent, generalist, rng: np.random.Generator, *,
+                             spacing: Sequence[float] | None = None, fusion: str = "MV",
+                             recipe: PromptRecipe | None = None, cache_key: tuple | None = None) -> VolumeLabels:
+    """Y_f of a scan the expert labeled, the generalist prompted by the expert's planes alone (issue 12).
+
+    ``extent``: the scan's :class:`~nnunet_fmabs.pseudolabels.expert_bounds.ExpertExtent`. Every slice of a view
+    where the two other planes cross the object gets one box, that of the two segments, grown by 0..the recipe's
+    ``expert_prompt_growth_mm`` per side (the planes run through the object's middle and under-span a non-convex
+    object, which the growth makes up for); the teacher plays no part, so Y_f is not limited to it and can be made
+    before training starts. Then fused as :func:`label_volume` does.
+    """
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    growth = recipe.box_growth_mm if recipe.expert_prompt_growth_mm is None else recipe.expert_prompt_growth_mm
+    planes_only = recipe.with_(name=recipe.name, box_growth_mm=growth, limit_to_teacher_mm=None, core_mm=0.0,
+                               refine_steps=0, expert_bounds_mm=0.0, expert_prompt_growth_mm=None)
+    return label_volume(image, np.zeros(np.shape(image), dtype=bool), generalist, rng, spacing=spacing,
+                        fusion=fusion, recipe=planes_only, cache_key=cache_key, extent=extent)
+
+
 def label_volume_fine(fine_image: np.ndarray, teacher_mask: np.ndarray, generalist, rng: np.random.Generator,
                       index_maps: Sequence[np.ndarray], *, fine_spacing: Sequence[float],
                       spacing: Sequence[float] | None = None, fusion: str = "MV", recipe: PromptRecipe | None = None,

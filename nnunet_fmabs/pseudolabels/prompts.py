@@ -60,6 +60,11 @@ class PromptRecipe:
     student to learn (0: off, the paper's fused mask as is). ``expert_bounds_mm``: on a scan the expert labeled,
     every box is bounded by the object's extent on the expert's planes plus this margin
     (:mod:`nnunet_fmabs.pseudolabels.expert_bounds`; None: off, the teacher alone prompts).
+    ``expert_prompt_growth_mm``: on a scan the expert labeled, the teacher does not prompt at all: the expert's
+    planes alone do, one box per slice where two of them cross the object (the box of their two segments), grown
+    by 0..this many mm per side, and Y_f is not limited to the teacher
+    (:func:`nnunet_fmabs.pseudolabels.labeler.label_from_expert_planes`). Such a Y_f needs no teacher, so it can be
+    made before training starts. None: off (the teacher prompts, bounded by ``expert_bounds_mm`` where set).
     """
 
     name: str = "custom"
@@ -74,6 +79,7 @@ class PromptRecipe:
     refine_steps: int = 0
     smooth_mm: float = 0.0
     expert_bounds_mm: float | None = None
+    expert_prompt_growth_mm: float | None = None
 
     def __post_init__(self):
         if not (self.box_growth_mm >= 0 and math.isfinite(self.box_growth_mm)):
@@ -92,6 +98,10 @@ class PromptRecipe:
             raise ValueError(f"limit_to_teacher_mm must be None or >= 0, got {self.limit_to_teacher_mm!r}")
         if self.expert_bounds_mm is not None and not (self.expert_bounds_mm >= 0 and math.isfinite(self.expert_bounds_mm)):
             raise ValueError(f"expert_bounds_mm must be None or a finite number >= 0, got {self.expert_bounds_mm!r}")
+        if self.expert_prompt_growth_mm is not None and not (self.expert_prompt_growth_mm >= 0
+                                                             and math.isfinite(self.expert_prompt_growth_mm)):
+            raise ValueError("expert_prompt_growth_mm must be None or a finite number >= 0, got "
+                             f"{self.expert_prompt_growth_mm!r}")
 
     def with_(self, **changes) -> "PromptRecipe":
         """A copy with some fields changed (named "custom" unless ``name`` is given)."""
@@ -111,7 +121,10 @@ class PromptRecipe:
         refine = f"; prompted again by its own Y_f {self.refine_steps}x" if self.refine_steps else ""
         smooth = (f"; Y_f smoothed (Gaussian sigma {self.smooth_mm:g} mm, main object)" if self.smooth_mm > 0
                   else "")
-        if self.expert_bounds_mm is not None:
+        if self.expert_prompt_growth_mm is not None:
+            smooth += ("; labeled scans prompted by the expert's planes alone (boxes of their segments grown "
+                       f"0-{self.expert_prompt_growth_mm:g} mm, no teacher)")
+        elif self.expert_bounds_mm is not None:
             smooth += f"; on labeled scans boxes bounded by the expert's planes +- {self.expert_bounds_mm:g} mm"
         return (f"prompt recipe {self.name!r}: box of the {filt}, grown 0-{self.box_growth_mm:g} mm per side; "
                 f"slices with an object under {self.min_slice_area_mm2:g} mm^2 unprompted; points: {points}; "
@@ -128,13 +141,15 @@ AUTHORS_BOX_GROWTH_MM = 4 * PAPER_SPACING_MM
 
 DEFAULT_RECIPE = PromptRecipe(name="default", box_growth_mm=AUTHORS_BOX_GROWTH_MM, object_filter=True,
                               min_object_fraction=0.1, min_slice_fraction=0.0, min_slice_area_mm2=0.0, n_points=None,
-                              limit_to_teacher_mm=3.0, expert_bounds_mm=5.0)
+                              limit_to_teacher_mm=3.0, expert_bounds_mm=5.0, expert_prompt_growth_mm=10.0)
 """The measured best recipe on real LA (benchmarks/pseudolabel_quality.py; table in benchmarks/README.md): the
 teacher's object, boxes grown 0-2.5 mm, the generalist's own choice of points (none for LiteMedSAM), Y_f kept
 within 3 mm of the teacher's object (the generalist trims an over-segmenting teacher but no longer leaks into
-the vessels and chambers next to the atrium), and on a scan the expert labeled every box bounded by the object's
-extent on the expert's three planes +- 5 mm (on LA Y_f 0.75-0.83 Dice against its teacher's 0.45-0.63 in every
-round measured: benchmarks/README.md, la_table1, fifteenth and sixteenth sessions)."""
+the vessels and chambers next to the atrium). On a scan the expert labeled, the expert's planes alone prompt, boxes
+of their segments grown 0-10 mm (LA, 12 labeled scans at 1.5 mm: Y_f 0.828-0.832 Dice with no teacher at all, as
+good as the teacher's boxes bounded by the planes +- 5 mm at t >= 100, 0.827-0.832, and there before training
+starts: benchmarks/README.md, seventeenth session); with that off, ``expert_bounds_mm`` (5 mm) bounds the teacher's
+boxes there (fifteenth and sixteenth sessions)."""
 
 RECIPES = {"default": DEFAULT_RECIPE, "paper": PAPER_RECIPE}
 

@@ -70,7 +70,11 @@ def test_teacher_prompts_bounded_on_a_teacher_with_a_vein(extent):
 def test_recipe_refuses_a_bad_margin():
     with pytest.raises(ValueError, match="expert_bounds_mm"):
         PromptRecipe(expert_bounds_mm=-1.0)
-    assert "expert's planes +- 2.5 mm" in DEFAULT_RECIPE.with_(expert_bounds_mm=2.5).describe()
+    assert "expert's planes +- 2.5 mm" in DEFAULT_RECIPE.with_(expert_bounds_mm=2.5,
+                                                             expert_prompt_growth_mm=None).describe()
+    with pytest.raises(ValueError, match="expert_prompt_growth_mm"):
+        PromptRecipe(expert_prompt_growth_mm=float("inf"))
+    assert "expert's planes alone (boxes of their segments grown 0-10 mm" in DEFAULT_RECIPE.describe()
 
 
 def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
@@ -78,10 +82,60 @@ def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
 
     assert RunSettings.from_environ({}).recipe().expert_bounds_mm == 5.0  # the default recipe's
     assert RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "off"}).recipe().expert_bounds_mm is None
-    assert RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "raw"}).recipe().expert_bounds_mm is None
+    raw = RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "raw"}).recipe()
+    assert raw.expert_bounds_mm is None and raw.expert_prompt_growth_mm is None
     bounded = RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "2.5"}).recipe()
     assert (bounded.expert_bounds_mm, bounded.name) == (2.5, "custom")
     with pytest.raises(ValueError, match="FMABS_EXPERT_BOUNDS_MM='-1'"):
         RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "-1"})
     with pytest.raises(ValueError, match="needs FMABS_PROMPT_RESOLUTION=grid"):
         RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "2.5", "FMABS_PROMPT_RESOLUTION": "raw"})
+
+
+def test_planes_alone_setting_reaches_the_recipe_and_is_refused_off_the_grid():
+    from nnunet_fmabs.settings import RunSettings
+
+    assert RunSettings.from_environ({}).recipe().expert_prompt_growth_mm == 10.0  # the default recipe's
+    assert RunSettings.from_environ({"FMABS_EXPERT_PROMPT_GROWTH_MM": "off"}).recipe().expert_prompt_growth_mm is None
+    assert RunSettings.from_environ({"FMABS_EXPERT_PROMPT_GROWTH_MM": "5"}).recipe().expert_prompt_growth_mm == 5.0
+    assert RunSettings.from_environ({"FMABS_PROMPT_RECIPE": "paper"}).recipe().expert_prompt_growth_mm is None
+    with pytest.raises(ValueError, match="FMABS_EXPERT_PROMPT_GROWTH_MM='x'"):
+        RunSettings.from_environ({"FMABS_EXPERT_PROMPT_GROWTH_MM": "x"})
+    with pytest.raises(ValueError, match="FMABS_EXPERT_PROMPT_GROWTH_MM=5 shapes .* needs FMABS_PROMPT_RESOLUTION=grid"):
+        RunSettings.from_environ({"FMABS_EXPERT_PROMPT_GROWTH_MM": "5", "FMABS_PROMPT_RESOLUTION": "auto"})
+
+
+class _BoxFill:
+    """A generalist that fills each box it is given (the recipe's prompts made visible)."""
+
+    def __init__(self):
+        self.boxes = []
+
+    def segment(self, slices, boxes, points=None):
+        out = []
+        for image, (x0, y0, x1, y1) in zip(slices, np.asarray(boxes, int)):
+            self.boxes.append((x0, y0, x1, y1))
+            m = np.zeros(np.shape(image), bool)
+            m[y0:y1 + 1, x0:x1 + 1] = True
+            out.append(m)
+        return out
+
+
+def test_label_from_expert_planes_needs_no_teacher(extent):
+    """A cuboid: on every slice where two planes cross it, their segments span its section exactly, so with no
+    growth each view's boxes fill the cuboid and Y_f is the object; growth only widens the boxes."""
+    from nnunet_fmabs.pseudolabels import label_from_expert_planes
+
+    dense, ext = extent
+    image = np.random.default_rng(0).normal(size=SHAPE).astype(np.float32)
+    generalist = _BoxFill()
+    out = label_from_expert_planes(image, ext, generalist, np.random.default_rng(0), spacing=(1.0, 1.0, 1.0),
+                                   recipe=DEFAULT_RECIPE.with_(expert_prompt_growth_mm=0.0))
+    np.testing.assert_array_equal(out.fused, dense.astype(bool))
+    assert out.n_prompted_slices == 5 + 6 + 7  # the object's slices of the three views, no more
+    assert (1, 3, 8, 8) not in generalist.boxes and (4, 3, 10, 8) in generalist.boxes  # view 0: cols 4..10, rows 3..8
+    grown = label_from_expert_planes(image, ext, _BoxFill(), np.random.default_rng(0), spacing=(1.0, 1.0, 1.0),
+                                     recipe=DEFAULT_RECIPE.with_(expert_prompt_growth_mm=2.0))
+    assert grown.fused[dense.astype(bool)].all() and grown.fused.sum() > dense.sum()
+    # the recipe's limit to the teacher's object does not apply: there is no teacher
+    assert DEFAULT_RECIPE.limit_to_teacher_mm is not None and out.fused.any()

@@ -69,6 +69,7 @@ def _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, **
         if k.startswith(("FMABS_", "nnUNet_raw")):
             monkeypatch.setenv(k, v)
     monkeypatch.setenv("FMABS_BUDGET", "2")
+    env.setdefault("FMABS_EXPERT_PROMPT_GROWTH_MM", "off")  # no round before training unless a test asks for it
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     plans, dataset_json = trainer_inputs
@@ -269,3 +270,33 @@ def test_expert_bounded_scans_keep_their_y_f_when_the_guard_rejects_the_teachers
                 assert "y_generalist" not in z and (y == 1).sum() > 0 and not (y == trainer.ignore_value).any()
             else:
                 assert (y == trainer.ignore_value).all()
+
+
+def test_a_round_before_training_prompts_the_labeled_scans_from_the_expert_planes_alone(trainer_inputs,
+                                                                                        phantom_nnunet, monkeypatch,
+                                                                                        tmp_path):
+    """FMABS_EXPERT_PROMPT_GROWTH_MM: at t = 0 (no teacher yet) the labeled scans get their Y_f from the expert's
+    planes alone, the others "unknown" unprompted; the round is due once, and the teacher is never asked."""
+    from nnunet_fmabs.campaign.pseudo_round import BEFORE_TRAINING
+
+    trainer = _trainer_with_a_true_teacher(trainer_inputs, phantom_nnunet, monkeypatch, nnUNet_results=str(tmp_path))
+    campaign = trainer.campaign
+    assert campaign.pseudo_labels_due(0, True) is None  # the helper's runs have no planes-alone prompts
+    campaign.settings = dataclasses.replace(campaign.settings, expert_prompt_growth_mm="0")
+    assert campaign.pseudo_labels_due(0, False) == BEFORE_TRAINING  # labels answered at t = 0, no round yet
+    campaign._generalist = _BoxFill()
+    monkeypatch.setattr(campaign, "predict", lambda net, data: pytest.fail("the teacher prompted before training"))
+    summary = pseudo_label_round(campaign, 0, BEFORE_TRAINING, trainer.teacher)
+    labeled = trainer.pool.labeled_cases
+    n_cases = len(campaign.pool.training_cases)
+    assert summary["teacher_fingerprint"] == "none" and summary["unprompted_cases"] == n_cases - len(labeled) > 0
+    assert summary["mean_dice_teacher"] == 0.0 and summary["mean_dice_yf"] > 0.3 and summary["prompted_slices"] > 0
+    for path in sorted(trainer.pl_store.latest_dir.glob("*.npz")):
+        with np.load(path) as z:
+            y = z["y"]
+            if path.stem in labeled:  # the planes' boxes filled, with the expert's planes put back
+                assert (y == 1).sum() > 0 and not (y == trainer.ignore_value).any() and "planes" not in z
+            else:
+                assert (y == trainer.ignore_value).all()
+    assert campaign.pseudo_labels_due(0, False) is None  # once
+    assert campaign.pseudo_labels_due(1, False) is None  # no labels since, no scheduled round due yet

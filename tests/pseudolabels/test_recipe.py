@@ -173,13 +173,17 @@ def test_recipe_settings_named_and_overridden():
     with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
     # the measured defaults of the pseudo-label path: eq. 3 only while Y_f is not trusted, no guard margin, labeled
-    # scans' boxes bounded by the expert's planes +- 5 mm (off where the raw image's slices are prompted)
-    assert (default.lambda_sam_schedule, default.pl_guard_margin, default.expert_bounds_mm) == ("guarded", 0.0, "5")
-    assert DEFAULT_RECIPE.expert_bounds_mm == 5.0 and PAPER_RECIPE.expert_bounds_mm is None
-    assert paper.expert_bounds_mm == "off" and paper.recipe().expert_bounds_mm is None
+    # scans prompted by the expert's planes alone (boxes grown 0-10 mm), else their teacher's boxes bounded by the
+    # planes +- 5 mm (both off where the raw image's slices are prompted)
+    assert (default.lambda_sam_schedule, default.pl_guard_margin, default.expert_bounds_mm,
+            default.expert_prompt_growth_mm) == ("guarded", 0.0, "5", "10")
+    assert (DEFAULT_RECIPE.expert_bounds_mm, DEFAULT_RECIPE.expert_prompt_growth_mm) == (5.0, 10.0)
+    assert PAPER_RECIPE.expert_bounds_mm is None and PAPER_RECIPE.expert_prompt_growth_mm is None
+    assert (paper.expert_bounds_mm, paper.expert_prompt_growth_mm) == ("off", "off")
+    assert paper.recipe().expert_bounds_mm is None and paper.recipe().expert_prompt_growth_mm is None
     for resolution in ("raw", "auto"):
         assert RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": resolution}).recipe() == DEFAULT_RECIPE.with_(
-            expert_bounds_mm=None)
+            expert_bounds_mm=None, expert_prompt_growth_mm=None)
     assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "paper"}).lambda_sam_schedule == "paper"
     assert RunSettings.from_environ({"FMABS_LAMBDA_SAM_SCHEDULE": "constant"}).lambda_sam_schedule == "constant"
     with pytest.raises(ValueError, match="FMABS_LAMBDA_SAM_SCHEDULE='flat': use one of paper, constant, guarded"):
