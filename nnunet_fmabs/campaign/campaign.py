@@ -178,7 +178,8 @@ class Campaign:
         except Exception as e:  # the generalist raised, the disk is full, ...: keep the last Y_f
             self.log(f"pseudo-label round at iteration {t} FAILED ({type(e).__name__}: {e}); training goes on with "
                      f"the previous pseudo labels ({self.pl_store.latest_dir or 'none yet'}); the round is retried "
-                     f"at the next epoch.\n{traceback.format_exc()}")
+                     f"at the next epoch (one before training: with the next round that has a teacher)."
+                     f"\n{traceback.format_exc()}")
             self.pl_failures += 1
             if self.pl_failures >= MAX_FAILED_PSEUDO_LABEL_ROUNDS:
                 raise RuntimeError(f"{self.pl_failures} pseudo-label rounds failed in a row; see the log above") from e

@@ -13,6 +13,7 @@ from nnunet_fmabs.annotation.experts import SimulatedExpert
 from nnunet_fmabs.campaign import Campaign, CampaignPlan, CaseSource, RunFolderTaken, resume_command
 from nnunet_fmabs.campaign import campaign as campaign_module
 from nnunet_fmabs.campaign import pseudo_round as pseudo_round_module
+from nnunet_fmabs.campaign.pseudo_round import BEFORE_TRAINING
 from nnunet_fmabs.demo import DemoBoxGeneralist
 from nnunet_fmabs.runstate import run_state
 from nnunet_fmabs.settings import RunSettings, SettingsMismatchError
@@ -96,11 +97,14 @@ def test_every_round_kind_in_order(tmp_path):
     c = open_campaign(tmp_path, source=make_source(recorder), logs=logs, saves=saves)
     assert "rounds [1, 2, 2] at iterations [0, 30, 50]" in c.describe()
 
-    # t = 0: round 0, random, answered by the simulated expert; no pseudo labels at t = 0
+    # t = 0: round 0, random, answered by the simulated expert; its scan's Y_f from the expert's planes alone (no
+    # teacher yet: the other scans are not prompted)
     assert c.run_due(0, Net(), Net()) is True
     assert len(c.pool.labeled_cases) == 1 and c.pool.rounds[0]["sampler"] == "random"
-    assert c.pl_store.rounds == [] and len(saves) == 1
-    assert c.run_due(10, Net(), Net()) is False  # nothing due
+    (pl0,) = c.pl_store.rounds
+    assert (pl0["iteration"], pl0["reason"], pl0["teacher_fingerprint"]) == (0, BEFORE_TRAINING, "none")
+    assert pl0["unprompted_cases"] == len(TRAINING) - 1 and len(saves) == 1
+    assert c.run_due(0, Net(), Net()) is False and c.run_due(10, Net(), Net()) is False  # nothing due
 
     # t = 30: round 1 with HER: the two highest scores (recorded in pool.json) are queried, then Y_f
     assert c.run_due(30, Net(), Net()) is True
@@ -109,8 +113,8 @@ def test_every_round_kind_in_order(tmp_path):
     assert sorted(scores) == sorted(set(TRAINING) - set(c.pool.rounds[0]["cases"]))
     assert sorted(r1["cases"]) == sorted(sorted(scores, key=scores.get)[-2:])
     assert r1["sampler"] == "HER" and len(c.pool.labeled_cases) == 3
-    (pl,) = c.pl_store.rounds
-    assert pl["iteration"] == 30 and pl["reason"] == "after an active round" and pl["accepted"] in (True, False)
+    pl = c.pl_store.rounds[-1]
+    assert len(c.pl_store.rounds) == 2 and pl["iteration"] == 30 and pl["reason"] == "after an active round" and pl["accepted"] in (True, False)
     assert sorted(p.stem for p in c.pl_store.latest_dir.glob("*.npz")) == sorted(TRAINING)
     assert (tmp_path / "active_learning_curve.csv").is_file()  # the student's Dice before the round
 
@@ -118,7 +122,7 @@ def test_every_round_kind_in_order(tmp_path):
     c.run_due(50, Net(), Net())
     assert len(c.pool.labeled_cases) == 5 and c.pool.remaining_budget == 0
     c.run_due(60, Net(), Net())
-    assert [r["iteration"] for r in c.pl_store.rounds] == [30, 50, 60]
+    assert [r["iteration"] for r in c.pl_store.rounds] == [0, 30, 50, 60]
     assert c.pl_store.rounds[-1]["reason"] == "schedule"
     assert c.run_due(70, Net(), Net()) is False
 
@@ -130,7 +134,7 @@ def test_every_round_kind_in_order(tmp_path):
                 np.testing.assert_array_equal(np.take(z["y"], ann.slices[a], axis=a), ann.planes[a])
     assert "mean_dice_yf" in c.pl_store.rounds[-1]
     metrics = c.run_metrics()
-    assert metrics["fmabs_labeled_scans"] == 5.0 and metrics["fmabs_pl_rounds"] == 3.0
+    assert metrics["fmabs_labeled_scans"] == 5.0 and metrics["fmabs_pl_rounds"] == 4.0
     # the leak rule: the expert read the dense truth of the queried scans only (to pick and to answer)
     assert set(recorder.dense) == set(c.pool.labeled_cases)
     assert any("active round 1: queried" in m for m in logs)
@@ -205,13 +209,13 @@ def test_failed_pseudo_label_rounds_are_logged_then_stop_the_run(tmp_path):
 
     logs = []
     c = open_campaign(tmp_path, generalist=Broken(), logs=logs)
-    c.run_due(0, Net(), Net())
-    c.run_due(30, Net(), Net())  # the active round lands; its pseudo-label round fails
-    assert c.pl_failures == 1 and len(c.pool.labeled_cases) == 3 and c.pl_store.rounds == []
+    c.run_due(0, Net(), Net())  # round 0 lands; the round before training fails
+    assert c.pl_failures == 1 and len(c.pool.labeled_cases) == 1 and c.pl_store.rounds == []
     assert any("FAILED (OSError: GPU fell off the bus)" in m and "retried" in m for m in logs)
-    c.run_due(40, Net(), Net())
+    c.run_due(30, Net(), Net())  # the active round lands; its pseudo-label round fails
+    assert c.pl_failures == 2 and len(c.pool.labeled_cases) == 3 and c.pl_store.rounds == []
     with pytest.raises(RuntimeError, match="3 pseudo-label rounds failed in a row"):
-        c.run_due(50, Net(), Net())
+        c.run_due(40, Net(), Net())
 
 
 def test_the_run_folder_is_claimed(tmp_path):
