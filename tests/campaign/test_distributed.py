@@ -74,7 +74,8 @@ def test_two_ranks_make_one_pool_and_one_set_of_pseudo_labels(tmp_path, single_p
     _run_two_ranks(tmp_path / "ddp")
     assert run_state(tmp_path / "ddp") == single_process
     shares = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [i for i, _ in shares[0]] == [i for i, _ in shares[1]] == [0, 1, 2]  # both ranks in every round
+    assert [i for i, _ in shares[0]] == [i for i, _ in shares[1]] == [0, 1, 2, 3]  # both ranks in every round (the
+    # first before training)
     for (_, mine), (_, theirs) in zip(*shares):  # each labels its half, together all scans, no scan twice
         assert mine and theirs and not set(mine) & set(theirs)
         assert sorted(mine + theirs) == sorted(f"scan_{i}" for i in range(8))
@@ -86,6 +87,6 @@ def test_a_kill_of_either_rank_mid_round_resumes_to_the_same_state(tmp_path, ran
         _run_two_ranks(tmp_path / "ddp", kill={"rank": rank, "point": "pseudo_label_case", "nth": 3})
     state = json.loads((tmp_path / "ddp" / "fmabs" / "pseudolabels" / "state.json").read_text()) \
         if (tmp_path / "ddp" / "fmabs" / "pseudolabels" / "state.json").is_file() else {"rounds": []}
-    assert len(state["rounds"]) < 3  # it did die inside the rounds
+    assert len(state["rounds"]) < 4  # it did die inside the rounds
     _run_two_ranks(tmp_path / "ddp")  # the job started again (nnUNetv2_train ... --c)
     assert run_state(tmp_path / "ddp") == single_process
