@@ -141,15 +141,15 @@ AUTHORS_BOX_GROWTH_MM = 4 * PAPER_SPACING_MM
 
 DEFAULT_RECIPE = PromptRecipe(name="default", box_growth_mm=AUTHORS_BOX_GROWTH_MM, object_filter=True,
                               min_object_fraction=0.1, min_slice_fraction=0.0, min_slice_area_mm2=0.0, n_points=None,
-                              limit_to_teacher_mm=3.0, expert_bounds_mm=5.0, expert_prompt_growth_mm=10.0)
+                              limit_to_teacher_mm=3.0, expert_bounds_mm=5.0)
 """The measured best recipe on real LA (benchmarks/pseudolabel_quality.py; table in benchmarks/README.md): the
 teacher's object, boxes grown 0-2.5 mm, the generalist's own choice of points (none for LiteMedSAM), Y_f kept
 within 3 mm of the teacher's object (the generalist trims an over-segmenting teacher but no longer leaks into
-the vessels and chambers next to the atrium). On a scan the expert labeled, the expert's planes alone prompt, boxes
-of their segments grown 0-10 mm (LA, 12 labeled scans at 1.5 mm: Y_f 0.828-0.832 Dice with no teacher at all, as
-good as the teacher's boxes bounded by the planes +- 5 mm at t >= 100, 0.827-0.832, and there before training
-starts: benchmarks/README.md, seventeenth session); with that off, ``expert_bounds_mm`` (5 mm) bounds the teacher's
-boxes there (fifteenth and sixteenth sessions)."""
+the vessels and chambers next to the atrium), and on a scan the expert labeled every box bounded by the object's
+extent on the expert's three planes +- 5 mm (on LA Y_f 0.75-0.83 Dice against its teacher's 0.45-0.63 in every
+round measured: benchmarks/README.md, la_table1, fifteenth and sixteenth sessions). ``expert_prompt_growth_mm``
+(the planes alone, from before training) is off: as good a Y_f on LA, not yet better in training (seventeenth
+session)."""
 
 RECIPES = {"default": DEFAULT_RECIPE, "paper": PAPER_RECIPE}
 

@@ -2,6 +2,8 @@
 box-threshold generalist. Every round kind, the plan, kills at each point with a resume, the leak rule."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 
@@ -22,7 +24,7 @@ SHAPE = (12, 16, 16)
 TRAINING = [f"scan_{i}" for i in range(8)]
 VALIDATION = ["val_0", "val_1"]
 SETTINGS = RunSettings(budget="5", k=2, warmup_fraction=0.2, al_spread=0.5, pl_rounds="0.6", seed=3,
-                       expert="simulated", embedding_cache="off")
+                       expert="simulated", embedding_cache="off", expert_prompt_growth_mm="10")
 
 
 def _scan(case: str):
@@ -234,8 +236,7 @@ def test_the_run_folder_is_claimed(tmp_path):
                "  FMABS_BUDGET: run has '5', now '6'\n"
                "Set the variables back to the run's values (or unset them), or start a new run.")
     with pytest.raises(SettingsMismatchError, match=f"^{re.escape(message)}$"):
-        claim(tmp_path, RunSettings(budget="6", seed=3, expert="simulated", embedding_cache="off", k=2,
-                                    pl_rounds="0.6"), "FMABSTrainer_HER_MV", resuming=True, checkpoint_exists=True,
+        claim(tmp_path, dataclasses.replace(SETTINGS, budget="6"), "FMABSTrainer_HER_MV", resuming=True, checkpoint_exists=True,
               where="here")
 
 

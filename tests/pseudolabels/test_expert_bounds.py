@@ -74,7 +74,8 @@ def test_recipe_refuses_a_bad_margin():
                                                              expert_prompt_growth_mm=None).describe()
     with pytest.raises(ValueError, match="expert_prompt_growth_mm"):
         PromptRecipe(expert_prompt_growth_mm=float("inf"))
-    assert "expert's planes alone (boxes of their segments grown 0-10 mm" in DEFAULT_RECIPE.describe()
+    assert "expert's planes alone (boxes of their segments grown 0-10 mm" in DEFAULT_RECIPE.with_(
+        expert_prompt_growth_mm=10.0).describe()
 
 
 def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
@@ -84,6 +85,8 @@ def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
     assert RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "off"}).recipe().expert_bounds_mm is None
     raw = RunSettings.from_environ({"FMABS_PROMPT_RESOLUTION": "raw"}).recipe()
     assert raw.expert_bounds_mm is None and raw.expert_prompt_growth_mm is None
+    assert "FMABS_EXPERT_PROMPT_GROWTH_MM" in str(pytest.raises(ValueError, RunSettings.from_environ, {
+        "FMABS_EXPERT_PROMPT_GROWTH_MM": "10", "FMABS_PROMPT_RESOLUTION": "raw"}).value)
     bounded = RunSettings.from_environ({"FMABS_EXPERT_BOUNDS_MM": "2.5"}).recipe()
     assert (bounded.expert_bounds_mm, bounded.name) == (2.5, "custom")
     with pytest.raises(ValueError, match="FMABS_EXPERT_BOUNDS_MM='-1'"):
@@ -95,7 +98,7 @@ def test_setting_reaches_the_recipe_and_is_refused_off_the_grid():
 def test_planes_alone_setting_reaches_the_recipe_and_is_refused_off_the_grid():
     from nnunet_fmabs.settings import RunSettings
 
-    assert RunSettings.from_environ({}).recipe().expert_prompt_growth_mm == 10.0  # the default recipe's
+    assert RunSettings.from_environ({}).recipe().expert_prompt_growth_mm is None  # off in the default recipe
     assert RunSettings.from_environ({"FMABS_EXPERT_PROMPT_GROWTH_MM": "off"}).recipe().expert_prompt_growth_mm is None
     assert RunSettings.from_environ({"FMABS_EXPERT_PROMPT_GROWTH_MM": "5"}).recipe().expert_prompt_growth_mm == 5.0
     assert RunSettings.from_environ({"FMABS_PROMPT_RECIPE": "paper"}).recipe().expert_prompt_growth_mm is None
