@@ -95,8 +95,7 @@ SETTINGS: dict[str, DemoSetting] = {
                # guard (margin 0) and guarded lambda_sam: +8.8 / +1.5 / +4.2 over Sup cross at seeds 0-2
                # (benchmarks/README.md, "Demo", fourteenth session)
                "FMABS_EXPERT_BOUNDS_MM": "0",
-               # the teacher's boxes bounded so (above), not the planes alone (the trainers' default, measured on
-               # LA, not on this phantom)
+               # the teacher's boxes bounded so (above), not the planes alone (an option, measured on LA only)
                "FMABS_EXPERT_PROMPT_GROWTH_MM": "off",
                # auto: bf16 where the CPU has it natively (AVX512-BF16 / AMX: what "bf16" gave before), else
                # fp32 (emulated bf16 is ~10x slower than fp32 on an AVX2-only CPU: BF16_EMULATED)
