@@ -5,4 +5,5 @@ from nnunet_fmabs.pseudolabels.prompts import (BOX_MAX_GROWTH, N_POINTS, SlicePr
                                                sample_points, slice_prompts, volume_prompts)
 
 __all__ = ["FUSION_RULES", "apply_expert_labels", "fuse", "VolumeLabels", "label_from_expert_planes", "label_volume",
-           "BOX_MAX_GROWTH", "N_POINTS", "SlicePrompt", "box_from_mask", "grow_box", "sample_points", "slice_prompts", "volume_prompts"]
+           "BOX_MAX_GROWTH", "N_POINTS", "SlicePrompt", "box_from_mask", "grow_box", "sample_points", "slice_prompts",
+           "volume_prompts"]
