@@ -76,8 +76,9 @@ def test_budget_from_spec_non_positive_or_garbage(spec):
 
 def test_round_iterations():
     assert round_iterations(1, 20000) == [0]
-    # 9 rounds (LA) over the first half of 20000 iterations
-    assert round_iterations(9, 20000) == [0, 1250, 2500, 3750, 5000, 6250, 7500, 8750, 10000]
+    # 9 rounds (LA) over the first quarter of 20000 iterations (the default spread), or over the first half
+    assert round_iterations(9, 20000) == [0, 625, 1250, 1875, 2500, 3125, 3750, 4375, 5000]
+    assert round_iterations(9, 20000, spread=0.5) == [0, 1250, 2500, 3750, 5000, 6250, 7500, 8750, 10000]
     assert round_iterations(3, 1000, spread=1.0) == [0, 500, 1000]
     assert round_iterations(3, 10, spread=0.25) == [0, 1, 3]  # 1.25 -> 1, 2.5 -> 3
     with pytest.raises(ValueError):

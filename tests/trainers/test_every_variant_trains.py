@@ -56,7 +56,7 @@ def test_variant_trains_and_does_what_its_name_says(name, trainer_inputs, phanto
     assert len(logged["train_losses"]) == 2 and all(math.isfinite(x) for x in logged["train_losses"])
     pool = json.loads((out / "fmabs" / "pool" / "pool.json").read_text())
     samplers = [r["sampler"] for r in pool["rounds"]]
-    if cls.active_rounds:  # one scan at t = 0, then the variant's sampler picks the next at t = 2
+    if cls.active_rounds:  # one scan at t = 0, then the variant's sampler picks the next at t = 1
         assert [r["iteration"] for r in pool["rounds"]] == [0, 1]
         assert samplers == ["random", cls.sampler]
     else:  # the baselines' schedule: the whole budget at random at t = 0

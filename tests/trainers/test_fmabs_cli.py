@@ -15,9 +15,10 @@ from nnunet_fmabs.runstate import run_state
 from tests.conftest import fold_dir, run_cli
 
 HER = "FMABSTrainer_HER_MV"
-# t_max = 8 iterations: active rounds of 1 scan at t = 0, 2, 4; pseudo-label rounds at t = 2, 4, 6
+# t_max = 8 iterations: active rounds of 1 scan at t = 0, 2, 4 (over half of training, not the default quarter, so
+# that every round has its own epoch to be killed in); pseudo-label rounds at t = 2, 4, 6
 HER_ENV = {"FMABS_EPOCHS": "4", "FMABS_ITERATIONS_PER_EPOCH": "2", "FMABS_BUDGET": "3", "FMABS_K": "1",
-           "FMABS_PL_ROUNDS": "0.25,0.5,0.75"}
+           "FMABS_AL_SPREAD": "0.5", "FMABS_PL_ROUNDS": "0.25,0.5,0.75"}
 
 
 def train(run: dict, trainer: str, *extra: str, env: dict | None = None, check: bool = True):
