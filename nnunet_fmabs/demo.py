@@ -92,7 +92,8 @@ SETTINGS: dict[str, DemoSetting] = {
                "FMABS_BOX_GROWTH_MM": "3.75",
                # labeled scans' boxes bounded by the expert's planes with no margin (the simulated expert's planes
                # cross the phantom's middle; Y_f 0.91-0.93 on them vs the teacher's 0.28-0.81), with the trainers'
-               # guard (margin 0) and guarded lambda_sam: +8.8 / +1.5 / +4.2 over Sup cross at seeds 0-2
+               # guard (margin 0 then: every teacher-prompted round was below the teacher, so today's -0.03 rejects
+               # the same ones) and guarded lambda_sam: +8.8 / +1.5 / +4.2 over Sup cross at seeds 0-2
                # (benchmarks/README.md, "Demo", fourteenth session)
                "FMABS_EXPERT_BOUNDS_MM": "0",
                # the teacher's boxes bounded so (above), not the planes alone (an option, measured on LA only)

@@ -45,7 +45,7 @@ the weight added 3-5 Dice with dense truth as Y_f and cost 6 at a seed where Lit
 passed the guard: the decay protects a run from a poor Y_f, which is what ``guarded`` keeps it for (measured on the
 demo, seeds 0-2: it took that loss back and ended level with eq. 3, -0.1 Dice). On LA (CPU protocol) held dense truth
 gained about 2 Dice (benchmarks/README.md, la_table1). ``guarded`` is the trainers' default since labeled scans' Y_f,
-bounded by the expert's planes, is far above the teacher (demo and LA, with the guard at margin 0)."""
+bounded by the expert's planes, is far above the teacher (demo and LA, with the guard at margin 0 or -0.03)."""
 
 
 def lambda_sam(t: float, t_max: float, schedule: str = "paper", target_trusted: bool = True) -> float:

@@ -23,8 +23,10 @@ from nnunet_fmabs.settings import RunSettings, SettingsMismatchError
 SHAPE = (12, 16, 16)
 TRAINING = [f"scan_{i}" for i in range(8)]
 VALIDATION = ["val_0", "val_1"]
+# margin 0: the box stand-in's rounds pass the guard, so a single process and two ranks (test_distributed) write the
+# same files (a rank cannot reject a round early: its scans carry the generalist's Y_f beside the fallback)
 SETTINGS = RunSettings(budget="5", k=2, warmup_fraction=0.2, al_spread=0.5, pl_rounds="0.6", seed=3,
-                       expert="simulated", embedding_cache="off", expert_prompt_growth_mm="10")
+                       expert="simulated", embedding_cache="off", expert_prompt_growth_mm="10", pl_guard_margin=0.0)
 
 
 def _scan(case: str):

@@ -172,11 +172,12 @@ def test_recipe_settings_named_and_overridden():
     assert RunSettings.from_environ({}).pl_source == "generalist"  # the paper's Y_f unless an ablation is asked
     with pytest.raises(ValueError, match="FMABS_PL_GUARD='yes': use one of planes, off"):
         RunSettings.from_environ({"FMABS_PL_GUARD": "yes"})
-    # the measured defaults of the pseudo-label path: eq. 3 only while Y_f is not trusted, no guard margin, labeled
-    # scans' teacher boxes bounded by the expert's planes +- 5 mm (off where the raw image's slices are prompted);
-    # the planes alone prompting them is an option, off
+    # the measured defaults of the pseudo-label path: eq. 3 only while Y_f is not trusted, a round accepted only
+    # where Y_f is 0.03 above the teacher on the expert's planes, labeled scans' teacher boxes bounded by the
+    # expert's planes +- 5 mm (off where the raw image's slices are prompted); the planes alone prompting them is an
+    # option, off
     assert (default.lambda_sam_schedule, default.pl_guard_margin, default.expert_bounds_mm,
-            default.expert_prompt_growth_mm) == ("guarded", 0.0, "5", "off")
+            default.expert_prompt_growth_mm) == ("guarded", -0.03, "5", "off")
     assert (DEFAULT_RECIPE.expert_bounds_mm, DEFAULT_RECIPE.expert_prompt_growth_mm) == (5.0, None)
     assert PAPER_RECIPE.expert_bounds_mm is None and PAPER_RECIPE.expert_prompt_growth_mm is None
     assert (paper.expert_bounds_mm, paper.expert_prompt_growth_mm) == ("off", "off")
