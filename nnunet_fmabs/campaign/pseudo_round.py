@@ -223,8 +223,8 @@ def guard_round(campaign, partial: Path) -> dict:
             store.replace_labels(partial, case, fallback)
         campaign.log(
             f"pseudo-label round REJECTED by the guard: on the expert's planes Y_f Dice {agreement.dice_yf:.3f} "
-            f"< teacher {agreement.dice_teacher:.3f} {'-' if settings.pl_guard_margin >= 0 else '+'} "
-            f"{abs(settings.pl_guard_margin):g}; this round trains "
+            f"< {agreement.dice_teacher - settings.pl_guard_margin:.3f} (teacher {agreement.dice_teacher:.3f}, "
+            f"margin {settings.pl_guard_margin:g}); this round trains "
             "L_sup^SAM on the expert's planes only" + (f", and on the Y_f of {len(kept)} scans whose boxes the "
                                                        "expert's planes bounded" if kept else ""))
     return out

@@ -3,7 +3,6 @@ box-threshold generalist. Every round kind, the plan, kills at each point with a
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 
@@ -238,8 +237,8 @@ def test_the_run_folder_is_claimed(tmp_path):
                "  FMABS_BUDGET: run has '5', now '6'\n"
                "Set the variables back to the run's values (or unset them), or start a new run.")
     with pytest.raises(SettingsMismatchError, match=f"^{re.escape(message)}$"):
-        claim(tmp_path, dataclasses.replace(SETTINGS, budget="6"), "FMABSTrainer_HER_MV", resuming=True, checkpoint_exists=True,
-              where="here")
+        claim(tmp_path, dataclasses.replace(SETTINGS, budget="6"), "FMABSTrainer_HER_MV", resuming=True,
+              checkpoint_exists=True, where="here")
 
 
 def test_resume_command_repeats_the_users_line():

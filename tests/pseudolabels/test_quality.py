@@ -105,10 +105,14 @@ def test_a_round_worse_than_the_teacher_is_not_trained_on(trainer_inputs, phanto
                                            FMABS_LIMIT_TO_TEACHER_MM="off",
                                            FMABS_EXPERT_BOUNDS_MM="off")  # the teacher prompts every scan
     generalist = trainer.campaign._generalist = _Everything()
+    logged = []
+    monkeypatch.setattr(trainer.campaign, "log", logged.append)
     summary = pseudo_label_round(trainer.campaign, 10, "test", trainer.teacher)
     entry = trainer.pl_store.rounds[-1]
     assert entry["planes_dice_teacher"] == 1.0 and entry["planes_dice_yf"] < 0.5
     assert entry["accepted"] is (guard == "off")
+    # the log names the bar Y_f missed: the teacher's Dice on the planes minus the (default, negative) margin
+    assert any("< 1.030 (teacher 1.000, margin -0.03)" in m for m in logged) is (guard != "off")
     labeled = trainer.pool.labeled_cases
     unlabeled = [c for c in trainer.pool.training_cases if c not in labeled]
     assert labeled and unlabeled and generalist.slices == summary["prompted_slices"] > 0
